@@ -426,6 +426,7 @@ class BranchFields:
     json_targets: list[tuple[str, ...]] = field(default_factory=list)
     merged_targets: list[tuple[str, ...]] = field(default_factory=list)
     grok_patterns: list[str] = field(default_factory=list)
+    converts: list[tuple[tuple[str, ...], str]] = field(default_factory=list)
 
     def read(self, ref: str, where: str):
         self.reads.append(Read(path(ref), where))
@@ -545,10 +546,8 @@ def unresolved_reads(bf: BranchFields, provided: set[tuple[str, ...]]) -> list[t
     any other read once the branch has copied a JSON target to the root of the event.
     """
     out = []
-    writes_so_far: list[tuple[str, ...]] = []
-    # Replay in order: writes recorded before a read count for it. BranchFields records reads and
-    # writes in separate lists, so approximate order with the position of first occurrence: a field
-    # written anywhere in the branch counts (the tests also check the line for copied sources).
+    # A field written anywhere in the branch counts as written (the branches here write before
+    # they read); the sources of those writes are reads themselves and are checked.
     writes_so_far = list(bf.writes)
     for r in bf.reads:
         p = r.path
