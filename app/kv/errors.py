@@ -1,0 +1,102 @@
+"""Every error is JSON ``{"error": code, "detail": sentence}``; database trouble is a 503."""
+
+from __future__ import annotations
+
+import logging
+
+from rest_framework import exceptions
+from rest_framework.response import Response
+
+from django.core.exceptions import PermissionDenied, RequestDataTooBig, SuspiciousOperation
+from django.db import DatabaseError, Error
+from django.http import Http404, JsonResponse
+
+from .consistency import InvalidInput
+from .parsers import ValueTooLarge
+from .quorum import QuorumUnavailable
+
+log = logging.getLogger("kv.errors")
+
+_DRF_CODES = [
+    (exceptions.ParseError, "bad_json"),
+    (exceptions.NotAuthenticated, "unauthorized"),
+    (exceptions.AuthenticationFailed, "unauthorized"),
+    (exceptions.PermissionDenied, "forbidden"),
+    (exceptions.NotFound, "not_found"),
+    (exceptions.MethodNotAllowed, "method_not_allowed"),
+    (exceptions.NotAcceptable, "not_acceptable"),
+    (exceptions.UnsupportedMediaType, "unsupported_media_type"),
+    (exceptions.Throttled, "rate_limited"),
+    (exceptions.ValidationError, "bad_request"),
+]
+
+
+def error_body(code: str, detail: str, **extra) -> dict:
+    return {"error": code, "detail": detail, **extra}
+
+
+def _text(detail) -> str:
+    if isinstance(detail, list | tuple):
+        return "; ".join(_text(d) for d in detail)
+    if isinstance(detail, dict):
+        return "; ".join(f"{k}: {_text(v)}" for k, v in detail.items())
+    return str(detail)
+
+
+def classify(exc: BaseException) -> tuple[int, dict] | None:
+    """Status and body for an exception, or None if it is a bug (500)."""
+    if isinstance(exc, InvalidInput):
+        return 400, error_body(exc.code, exc.detail)
+    if isinstance(exc, ValueTooLarge | RequestDataTooBig):
+        return 413, error_body("value_too_large", str(exc) or "the body is too large")
+    if isinstance(exc, QuorumUnavailable):
+        return 503, exc.body()
+    if isinstance(exc, exceptions.APIException):
+        for cls, code in _DRF_CODES:
+            if isinstance(exc, cls):
+                return exc.status_code, error_body(code, _text(exc.detail))
+        return exc.status_code, error_body("error", _text(exc.detail))
+    if isinstance(exc, Http404):
+        return 404, error_body("not_found", "no such resource")
+    if isinstance(exc, PermissionDenied):
+        return 403, error_body("forbidden", "permission denied")
+    if isinstance(exc, SuspiciousOperation):
+        return 400, error_body("bad_request", "the request was refused")
+    if isinstance(exc, DatabaseError | Error):
+        log.warning("database error: %s", exc, extra={"ecs": {"error.type": type(exc).__name__}})
+        return 503, error_body("database_unavailable",
+                               "the database did not answer; retry later")
+    return None
+
+
+def exception_handler(exc, context):
+    found = classify(exc)
+    if found is None:
+        return None  # re-raised by DRF; kv.middleware turns it into a logged JSON 500
+    status, body = found
+    response = Response(body, status=status)
+    if status == 401:
+        response["WWW-Authenticate"] = 'Bearer realm="kv"'
+    if isinstance(exc, exceptions.Throttled) and exc.wait:
+        response["Retry-After"] = str(int(exc.wait))
+    return response
+
+
+def json_error(status: int, code: str, detail: str) -> JsonResponse:
+    return JsonResponse(error_body(code, detail), status=status)
+
+
+def bad_request(request, exception=None):
+    return json_error(400, "bad_request", "the request was refused")
+
+
+def permission_denied(request, exception=None):
+    return json_error(403, "forbidden", "permission denied")
+
+
+def page_not_found(request, exception=None):
+    return json_error(404, "not_found", "no such resource")
+
+
+def server_error(request):
+    return json_error(500, "internal_error", "a bug: the error was logged")

@@ -1,0 +1,90 @@
+"""Request id, X-KV-Instance, one ECS access log line per request, JSON for stray errors."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+
+from django.conf import settings
+
+from .errors import classify, json_error
+from .logjson import request_id
+
+access_log = logging.getLogger("kv.access")
+error_log = logging.getLogger("kv.errors")
+_RID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class RequestContextMiddleware:
+    def __init__(self, get_response):
+        self.get_response = get_response
+        self.instance = settings.KV["INSTANCE"]
+        self.access = settings.KV["ACCESS_LOG"]
+
+    def __call__(self, request):
+        started = time.perf_counter_ns()
+        rid = request.META.get("HTTP_X_REQUEST_ID", "")
+        if not _RID_RE.match(rid):
+            rid = uuid.uuid4().hex
+        reset = request_id.set(rid)
+        request.kv_log = {}
+        try:
+            response = self._bad_path(request) or self.get_response(request)
+            response["X-KV-Instance"] = self.instance
+            response["X-Request-ID"] = rid
+            if self.access:
+                self._log(request, response, time.perf_counter_ns() - started)
+            return response
+        finally:
+            request_id.reset(reset)
+
+    @staticmethod
+    def _bad_path(request):
+        # WSGI hands the path over as bytes decoded as latin-1; Django re-percent-encodes
+        # broken UTF-8 instead of refusing it, so a key would silently change.
+        raw = request.META.get("PATH_INFO", "")
+        try:
+            raw.encode("latin-1").decode("utf-8")
+        except UnicodeError:
+            return json_error(400, "bad_key", "the path is not valid UTF-8")
+        return None
+
+    def process_exception(self, request, exception):
+        found = classify(exception)
+        if found is not None:
+            status, body = found
+            from django.http import JsonResponse
+
+            return JsonResponse(body, status=status)
+        error_log.error("unhandled exception", exc_info=exception,
+                        extra={"ecs": {"url.path": request.path}})
+        return json_error(500, "internal_error", "a bug: the error was logged")
+
+    def _log(self, request, response, duration_ns: int) -> None:
+        meta = request.META
+        status = response.status_code
+        fields = {
+            "event.dataset": "kv.access",
+            "event.duration": duration_ns,
+            "http.request.method": request.method,
+            "url.path": request.path,
+            "http.response.status_code": status,
+            "source.ip": meta.get("REMOTE_ADDR", ""),
+        }
+        xff = meta.get("HTTP_X_FORWARDED_FOR")
+        fields["client.ip"] = xff.split(",")[0].strip() if xff else fields["source.ip"]
+        if meta.get("QUERY_STRING"):
+            fields["url.query"] = meta["QUERY_STRING"][:1000]
+        if meta.get("HTTP_USER_AGENT"):
+            fields["user_agent.original"] = meta["HTTP_USER_AGENT"][:300]
+        user = getattr(request, "kv_user", None)
+        if user:
+            fields["user.name"] = user
+        if not response.streaming:
+            fields["http.response.body.bytes"] = len(response.content)
+        fields.update(request.kv_log)
+        level = logging.ERROR if status >= 500 else logging.INFO
+        access_log.log(level, "%s %s %s", request.method, request.path, status,
+                       extra={"ecs": fields})

@@ -1,0 +1,363 @@
+"""Node health and primary discovery.
+
+Every worker process probes every node of KV_DB_NODES at most once per KV_NODE_CACHE_TTL
+(concurrently, each probe bounded by KV_READ_TIMEOUT) and keeps the result as a ClusterState:
+
+- the primary is the reachable node with ``pg_is_in_recovery() = false`` on the newest timeline;
+  another such node on an older timeline is a ``stale_primary`` and never serves anything;
+  two on the same newest timeline is a split brain: no primary until an operator fences one;
+- a standby serves reads only while its WAL receiver is streaming on the primary's timeline
+  (or, with no primary reachable, on the newest timeline this process has seen); a node left on
+  an abandoned timeline cannot stream from the new primary, so it never qualifies;
+- ``k`` is KV_SYNC_STANDBYS when set, else parsed from the primary's synchronous_standby_names.
+
+A failover therefore needs no change in the app's configuration: the next probe finds the new
+primary on its higher timeline.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import asdict, dataclass, field
+
+from django.conf import settings
+from django.db import connections
+
+from . import metrics
+from .consistency import Quorum, parse_lsn, parse_sync_standby_names, quorum_sizes
+
+log = logging.getLogger("kv.nodes")
+
+PROBE_SQL = """
+SELECT pg_is_in_recovery(),
+       CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END,
+       CASE WHEN pg_is_in_recovery() THEN NULL
+            ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END,
+       pg_last_wal_replay_lsn()::text,
+       pg_last_wal_receive_lsn()::text,
+       (SELECT received_tli FROM pg_stat_wal_receiver LIMIT 1),
+       (SELECT status FROM pg_stat_wal_receiver LIMIT 1),
+       CASE WHEN pg_is_in_recovery() AND pg_last_wal_receive_lsn() > pg_last_wal_replay_lsn()
+            THEN extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8
+            ELSE 0 END,
+       current_setting('synchronous_standby_names')
+"""
+REPLICATION_SQL = """
+SELECT application_name, state, sync_state, replay_lsn::text,
+       extract(epoch FROM replay_lag)::float8,
+       pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::float8
+  FROM pg_stat_replication
+"""
+
+
+@dataclass
+class NodeStatus:
+    name: str
+    address: str
+    reachable: bool = False
+    error: str | None = None
+    role: str = "unreachable"  # primary | standby | stale_primary | split_brain | unreachable
+    in_recovery: bool | None = None
+    timeline: int | None = None
+    current_lsn: str | None = None
+    replay_lsn: str | None = None
+    receive_lsn: str | None = None
+    receiver_status: str | None = None
+    replication_state: str | None = None
+    sync_state: str | None = None
+    lag_seconds: float | None = None
+    lag_bytes: int | None = None
+    eligible: bool = False  # may serve reads
+    reason: str | None = None  # why not eligible
+    probe_ms: float | None = None
+    sync_standby_names: str | None = field(default=None, repr=False)
+    _standby_lag: float = field(default=0.0, repr=False)
+
+    def public(self) -> dict:
+        d = asdict(self)
+        d.pop("sync_standby_names")
+        d.pop("_standby_lag")
+        return d
+
+
+@dataclass
+class ClusterState:
+    nodes: dict[str, NodeStatus]
+    primary: str | None
+    timeline: int | None
+    quorum: Quorum
+    sync_streaming: int
+    problems: list[str]
+    taken_at: float  # time.monotonic()
+    taken_wall: float
+
+    def eligible(self) -> list[str]:
+        return [n for n, s in self.nodes.items() if s.eligible]
+
+    def standbys(self, max_lag: float | None = None) -> list[str]:
+        out = []
+        for name, s in self.nodes.items():
+            if not s.eligible or name == self.primary:
+                continue
+            if max_lag is not None and (s.lag_seconds is None or s.lag_seconds > max_lag):
+                continue
+            out.append(name)
+        return out
+
+    def write_quorum_ok(self) -> bool:
+        return self.primary is not None and self.sync_streaming >= self.quorum.k
+
+    def read_quorum_ok(self) -> bool:
+        return len(self.eligible()) >= self.quorum.r
+
+    def public(self) -> dict:
+        return {
+            "primary": self.primary,
+            "timeline": self.timeline,
+            "n": self.quorum.n,
+            "k": self.quorum.k,
+            "w": self.quorum.w,
+            "r": self.quorum.r,
+            "sync_standbys_streaming": self.sync_streaming,
+            "write_quorum": self.write_quorum_ok(),
+            "read_quorum": self.read_quorum_ok(),
+            "problems": self.problems,
+            "age_seconds": round(time.monotonic() - self.taken_at, 3),
+            "nodes": {name: s.public() for name, s in self.nodes.items()},
+        }
+
+
+# ------------------------------------------------------------------ a thread pool per process
+
+_pool_lock = threading.Lock()
+_pool: ThreadPoolExecutor | None = None
+_pool_pid: int | None = None
+
+
+def pool() -> ThreadPoolExecutor:
+    """Threads for concurrent node queries; each keeps its own connection per node."""
+    global _pool, _pool_pid
+    if _pool is None or _pool_pid != os.getpid():
+        with _pool_lock:
+            if _pool is None or _pool_pid != os.getpid():
+                _pool = ThreadPoolExecutor(
+                    max_workers=settings.KV["READ_POOL_SIZE"] + len(settings.KV_NODES),
+                    thread_name_prefix="kv-node",
+                )
+                _pool_pid = os.getpid()
+    return _pool
+
+
+def on_node(alias: str, fn, *args):
+    """Run ``fn(*args)`` that queries node ``alias``, in the calling thread.
+
+    A failed connection is closed so that the next use reconnects (threads of the pool never see
+    Django's request_finished, which otherwise does this).
+    """
+    conn = connections[alias]
+    try:
+        if conn.connection is not None and conn.errors_occurred:
+            conn.close()
+        return fn(*args)
+    except Exception:
+        try:
+            conn.close()
+        except Exception:  # noqa: BLE001 - closing a broken connection may fail again
+            pass
+        raise
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return f"{type(exc).__name__}: {text}"[:300]
+
+
+def _probe(name: str):
+    started = time.perf_counter()
+    with connections[name].cursor() as cur:
+        cur.execute(PROBE_SQL)
+        row = cur.fetchone()
+        repl = []
+        if row[0] is False:
+            cur.execute(REPLICATION_SQL)
+            repl = cur.fetchall()
+    return row, repl, (time.perf_counter() - started) * 1000
+
+
+class Cluster:
+    """Cached ClusterState of this process."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._state: ClusterState | None = None
+        self._max_timeline = 0
+        self._last_k: int | None = None
+        self._inflight: dict[str, Future] = {}
+        self._failed: dict[str, float] = {}
+
+    # -- public
+    def state(self, max_age: float | None = None) -> ClusterState:
+        ttl = settings.KV["NODE_CACHE_TTL"] if max_age is None else max_age
+        st = self._state
+        if st is not None and time.monotonic() - st.taken_at < ttl:
+            return self._with_failures(st)
+        if self._lock.acquire(blocking=st is None):
+            try:
+                st = self._state
+                if st is None or time.monotonic() - st.taken_at >= ttl:
+                    st = self._refresh()
+            finally:
+                self._lock.release()
+        return self._with_failures(self._state or st)
+
+    def invalidate(self) -> None:
+        self._state = None
+
+    def mark_failed(self, name: str) -> None:
+        """A query on ``name`` just failed: skip it until the next probe."""
+        self._failed[name] = time.monotonic()
+
+    # -- internals
+    def _with_failures(self, st: ClusterState) -> ClusterState:
+        if not self._failed:
+            return st
+        recent = {n for n, t in self._failed.items() if t > st.taken_at}
+        if not recent:
+            self._failed.clear()
+            return st
+        nodes = {}
+        for name, s in st.nodes.items():
+            if name in recent and s.eligible:
+                s = NodeStatus(**{**s.__dict__, "eligible": False, "reason": "query failed"})
+            nodes[name] = s
+        return ClusterState(**{**st.__dict__, "nodes": nodes})
+
+    def _refresh(self) -> ClusterState:
+        timeout = settings.KV["READ_TIMEOUT"]
+        nodes = {n.name: NodeStatus(n.name, f"{n.host}:{n.port}") for n in settings.KV_NODES}
+        futures: dict[str, Future] = {}
+        for name in nodes:
+            old = self._inflight.get(name)
+            if old is not None and not old.done():
+                nodes[name].error = "previous probe still running"
+                continue
+            fut = pool().submit(on_node, name, _probe, name)
+            self._inflight[name] = futures[name] = fut
+        deadline = time.monotonic() + timeout
+        results = {}
+        for name, fut in futures.items():
+            try:
+                results[name] = fut.result(timeout=max(0.0, deadline - time.monotonic()))
+            except FutureTimeout:
+                nodes[name].error = f"probe timed out after {timeout}s"
+            except Exception as exc:  # noqa: BLE001 - any failure makes the node unreachable
+                nodes[name].error = _short(exc)
+        st = self._build(nodes, results)
+        self._state = st
+        self._failed.clear()
+        return st
+
+    def _build(self, nodes: dict[str, NodeStatus], results: dict) -> ClusterState:
+        problems: list[str] = []
+        repl_rows: dict[str, list] = {}
+        for name, (row, repl, ms) in results.items():
+            s = nodes[name]
+            s.reachable = True
+            s.probe_ms = round(ms, 3)
+            (in_rec, cur_lsn, tl, replay, receive, recv_tli, recv_status, standby_lag, ssn) = row
+            s.in_recovery = in_rec
+            s.current_lsn, s.replay_lsn, s.receive_lsn = cur_lsn, replay, receive
+            s.receiver_status = recv_status
+            s.sync_standby_names = ssn
+            s._standby_lag = float(standby_lag or 0.0)
+            s.timeline = tl if not in_rec else recv_tli
+            if not in_rec:
+                repl_rows[name] = repl
+        primaries = [n for n in repl_rows if nodes[n].timeline is not None]
+        newest_tl = max([nodes[n].timeline for n in primaries] + [self._max_timeline, 0])
+        primary = None
+        top = [n for n in primaries if nodes[n].timeline == newest_tl]
+        if len(top) == 1:
+            primary = top[0]
+        elif len(top) > 1:
+            problems.append(f"split brain: {', '.join(top)} all accept writes on timeline "
+                            f"{newest_tl}; fence all but one")
+        for n in primaries:
+            if n != primary:
+                nodes[n].role = "split_brain" if n in top else "stale_primary"
+                nodes[n].reason = f"primary on timeline {nodes[n].timeline}, newest is {newest_tl}"
+        if newest_tl:
+            self._max_timeline = max(self._max_timeline, newest_tl)
+
+        k = settings.KV["SYNC_STANDBYS"]
+        sync_streaming = 0
+        if primary is not None:
+            p = nodes[primary]
+            p.role, p.eligible, p.lag_seconds, p.lag_bytes = "primary", True, 0.0, 0
+            if k is None:
+                k = parse_sync_standby_names(p.sync_standby_names or "")[0]
+                self._last_k = k
+            p_lsn = parse_lsn(p.current_lsn)
+            null_states = 0
+            for app_name, state, sync_state, _replay, replay_lag, lag_bytes in repl_rows[primary]:
+                if state is None:
+                    null_states += 1
+                    continue
+                if state == "streaming" and sync_state in ("sync", "quorum"):
+                    sync_streaming += 1
+                s = nodes.get(app_name)
+                if s is not None and s.in_recovery:
+                    s.replication_state, s.sync_state = state, sync_state
+                    s.lag_seconds = max(float(replay_lag or 0.0), s._standby_lag)
+                    if lag_bytes is not None:
+                        s.lag_bytes = max(0, int(lag_bytes))
+            if null_states:
+                problems.append("pg_stat_replication hides its columns from the app's database "
+                                "role: grant it pg_monitor")
+            for s in nodes.values():
+                if s.in_recovery and s.lag_bytes is None and p_lsn is not None and s.replay_lsn:
+                    s.lag_bytes = max(0, p_lsn - (parse_lsn(s.replay_lsn) or 0))
+        elif k is None:
+            k = self._last_k if self._last_k is not None else len(nodes) // 2
+            problems.append("no primary reachable")
+
+        for s in nodes.values():
+            if not s.in_recovery or not s.reachable:
+                if not s.reachable:
+                    s.reason = s.error
+                continue
+            s.role = "standby"
+            if s.lag_seconds is None:
+                s.lag_seconds = s._standby_lag
+            if s.receiver_status != "streaming":
+                s.reason = f"WAL receiver not streaming ({s.receiver_status or 'none'})"
+            elif s.timeline != newest_tl:
+                s.reason = f"on timeline {s.timeline}, current is {newest_tl}"
+            else:
+                s.eligible = True
+            if s.lag_seconds is not None:
+                metrics.REPLICA_LAG_SECONDS.labels(node=s.name).set(s.lag_seconds)
+            if s.lag_bytes is not None:
+                metrics.REPLICA_LAG_BYTES.labels(node=s.name).set(s.lag_bytes)
+
+        q = quorum_sizes(len(nodes), k)
+        if primary is not None and sync_streaming < q.k:
+            problems.append(f"{sync_streaming} synchronous standbys streaming, {q.k} needed")
+        return ClusterState(nodes, primary, newest_tl or None, q, sync_streaming, problems,
+                            time.monotonic(), time.time())
+
+
+CLUSTER = Cluster()
+
+
+def pick(names: list[str]) -> list[str]:
+    """Spread load: a random order."""
+    out = list(names)
+    random.shuffle(out)
+    return out

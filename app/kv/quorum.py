@@ -1,0 +1,336 @@
+"""Reads and writes at a consistency level (see ../shared/design/consistency.md).
+
+Writes: one call of the SQL function ``kv_write`` in a transaction on the primary; the function
+sets ``synchronous_commit`` (remote_apply for w=quorum, local for w=one) and, for w=quorum,
+refuses to write when fewer than k standbys are streaming. The transaction runs under a deadline
+(KV_WRITE_TIMEOUT): when it passes, the query or the commit's wait for standbys is cancelled.
+A cancelled commit has committed on the primary: that outcome is indeterminate and answered
+with 503 ``committed_locally: true``.
+
+Reads: ``quorum`` asks R nodes concurrently (replacing a node that fails by the next healthy
+one) and takes the highest version; ``primary`` asks the primary; ``one`` asks a standby chosen by
+the router; a session token is served by a standby that has replayed past it, else the primary.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import DatabaseError, connections, transaction
+
+from . import metrics
+from .consistency import format_lsn, format_session_token, newest, parse_lsn, split_version
+from .models import KVItem
+from .nodes import CLUSTER, ClusterState, on_node, pick, pool
+from .routers import NoPrimary, routing
+from .watchdog import WATCHDOG
+
+log = logging.getLogger("kv.quorum")
+
+CANCELLED_WAIT = "canceling wait for synchronous replication"
+
+
+class QuorumUnavailable(Exception):
+    def __init__(self, detail: str, needed: int, got: int, nodes: dict,
+                 committed_locally: bool | None = False, version: int | None = None):
+        super().__init__(detail)
+        self.detail = detail
+        self.needed = needed
+        self.got = got
+        self.nodes = nodes
+        self.committed_locally = committed_locally
+        self.version = version
+
+    def body(self) -> dict:
+        body = {"error": "quorum_unavailable", "detail": self.detail, "needed": self.needed,
+                "got": self.got, "nodes": self.nodes}
+        if self.committed_locally is not False:
+            body["committed_locally"] = self.committed_locally
+        if self.version is not None:
+            body["version"] = str(self.version)
+        return body
+
+
+@dataclass
+class ReadResult:
+    found: bool
+    value: object = None
+    version: int | None = None
+    node: str | None = None
+
+
+@dataclass
+class WriteResult:
+    status: str  # ok | not_found | precondition_failed | exists
+    version: int | None = None
+    created: bool = False
+    session_token: str | None = None
+    node: str | None = None
+
+
+def _node_failed(name: str, op: str, level: str, exc: BaseException | str) -> str:
+    text = exc if isinstance(exc, str) else f"{type(exc).__name__}: {str(exc).strip()[:300]}"
+    log.warning(
+        "Node %s - %s failed", name, op,
+        extra={"ecs": {"event.action": "quorum_node_failed", "event.outcome": "failure",
+                       "kv.node": name, "kv.op": op, "kv.level": level,
+                       "error.message": text}},
+    )
+    return text
+
+
+# ------------------------------------------------------------------ reads
+
+
+def _read_row(alias: str, key: str):
+    started = time.perf_counter()
+    try:
+        rows = list(
+            KVItem.objects.using(alias).filter(pk=key).values_list("value", "version", "deleted")
+        )
+    finally:
+        metrics.NODE_READ_DURATION.labels(node=alias).observe(time.perf_counter() - started)
+    return rows[0] if rows else None
+
+
+def _result(row, node: str) -> ReadResult:
+    if row is None or row[2]:
+        return ReadResult(False, None, row[1] if row else None, node)
+    return ReadResult(True, row[0], row[1], node)
+
+
+def _unreachable_nodes(state: ClusterState) -> dict:
+    return {n: f"not eligible: {s.reason or s.role}" for n, s in state.nodes.items()
+            if not s.eligible}
+
+
+def read_quorum(key: str) -> ReadResult:
+    state = CLUSTER.state()
+    need = state.quorum.r
+    outcomes = _unreachable_nodes(state)
+    candidates = iter(pick(state.eligible()))
+    deadline = time.monotonic() + settings.KV["READ_TIMEOUT"]
+    pending: dict[Future, str] = {}
+    answers: list[tuple[int, object]] = []
+
+    def submit() -> bool:
+        name = next(candidates, None)
+        if name is None:
+            return False
+        pending[pool().submit(on_node, name, _read_row, name, key)] = name
+        return True
+
+    for _ in range(need):
+        if not submit():
+            break
+    while pending and len(answers) < need:
+        done, _ = wait(pending, timeout=max(0.0, deadline - time.monotonic()),
+                       return_when=FIRST_COMPLETED)
+        if not done:
+            break
+        for fut in done:
+            name = pending.pop(fut)
+            try:
+                row = fut.result()
+            except Exception as exc:  # noqa: BLE001 - one node's failure is an outcome
+                outcomes[name] = _node_failed(name, "read", "quorum", exc)
+                CLUSTER.mark_failed(name)
+                submit()
+                continue
+            outcomes[name] = "ok"
+            # a tombstone takes part with its version; a missing row with none
+            answers.append((row[1], (row, name)) if row is not None else (0, (None, name)))
+    for fut, name in pending.items():
+        fut.cancel()
+        outcomes[name] = _node_failed(name, "read", "quorum",
+                                      f"no answer within {settings.KV['READ_TIMEOUT']}s")
+    if len(answers) < need:
+        metrics.count("read", "quorum", "unavailable")
+        raise QuorumUnavailable(f"{len(answers)} of the {need} nodes a quorum read needs answered",
+                                need, len(answers), outcomes)
+    metrics.count("read", "quorum", "ok")
+    best = newest(answers)
+    row, node = best[1]  # type: ignore[index]
+    return _result(row, node)
+
+
+def read_primary(key: str) -> ReadResult:
+    state = CLUSTER.state()
+    if state.primary is None:
+        metrics.count("read", "primary", "unavailable")
+        raise QuorumUnavailable("no primary is reachable", 1, 0, _unreachable_nodes(state))
+    try:
+        row = on_node(state.primary, _read_row, state.primary, key)
+    except DatabaseError as exc:
+        CLUSTER.mark_failed(state.primary)
+        metrics.count("read", "primary", "unavailable")
+        raise QuorumUnavailable("the primary did not answer", 1, 0, {
+            state.primary: _node_failed(state.primary, "read", "primary", exc)}) from None
+    metrics.count("read", "primary", "ok")
+    return _result(row, state.primary)
+
+
+def read_one(key: str, max_lag: float) -> ReadResult:
+    """A standby chosen by the router (lag within max_lag), else the primary; one retry per node."""
+    outcomes: dict[str, str] = {}
+    for _ in range(len(settings.KV_NODES)):
+        with routing(max_lag=max_lag) as route:
+            try:
+                started = time.perf_counter()
+                try:
+                    rows = list(KVItem.objects.filter(pk=key)
+                                .values_list("value", "version", "deleted"))
+                finally:
+                    if route.chosen:
+                        metrics.NODE_READ_DURATION.labels(node=route.chosen).observe(
+                            time.perf_counter() - started)
+            except NoPrimary:
+                break
+            except DatabaseError as exc:
+                name = route.chosen or "?"
+                outcomes[name] = _node_failed(name, "read", "one", exc)
+                CLUSTER.mark_failed(name)
+                try:
+                    connections[name].close()
+                except Exception:  # noqa: BLE001
+                    pass
+                continue
+        metrics.count("read", "one", "ok")
+        return _result(rows[0] if rows else None, route.chosen)
+    metrics.count("read", "one", "unavailable")
+    raise QuorumUnavailable("no node answered", 1, 0, outcomes or _unreachable_nodes(
+        CLUSTER.state()))
+
+
+def _token_read(alias: str, key: str, lsn: int):
+    with connections[alias].cursor() as cur:
+        cur.execute("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", [format_lsn(lsn)])
+        if not cur.fetchone()[0]:
+            return False, None
+    # a new statement, so its snapshot is taken after the replay position was checked
+    return True, _read_row(alias, key)
+
+
+def read_token(key: str, token: tuple[int, int]) -> ReadResult:
+    _timeline, lsn = token
+    state = CLUSTER.state()
+    for name in pick(state.standbys()):
+        try:
+            ok, row = on_node(name, _token_read, name, key, lsn)
+        except DatabaseError as exc:
+            _node_failed(name, "read", "token", exc)
+            CLUSTER.mark_failed(name)
+            continue
+        if ok:
+            metrics.count("read", "token", "ok")
+            return _result(row, name)
+    try:
+        res = read_primary(key)
+    except QuorumUnavailable:
+        metrics.count("read", "token", "unavailable")
+        raise
+    metrics.count("read", "token", "ok")
+    return res
+
+
+# ------------------------------------------------------------------ writes
+
+
+def _write_nodes(state: ClusterState, standbys: int | None) -> dict:
+    out = {}
+    for name, s in state.nodes.items():
+        if name == state.primary:
+            out[name] = "primary"
+        elif s.in_recovery and s.reachable:
+            out[name] = f"standby: {s.replication_state or 'not streaming'}" + (
+                f" ({s.sync_state})" if s.sync_state else "")
+        else:
+            out[name] = f"{s.role}: {s.reason or s.error or ''}".rstrip(": ")
+    return out
+
+
+def write(op: str, key: str, value_json: str | None, cond: str, versions: list[int],
+          level: str) -> WriteResult:
+    """``value_json`` is the encoded value (see ``encode_value``); ``op`` put|delete; ``cond`` none|match|match_any|none_match|create; ``level`` quorum|one."""
+    mop = "delete" if op == "delete" else "write"
+    state = CLUSTER.state()
+    q = state.quorum
+    need = q.w if level == "quorum" else 1
+    primary = state.primary
+    if primary is None:
+        metrics.count(mop, level, "unavailable")
+        raise QuorumUnavailable("no primary is reachable", need, 0, _write_nodes(state, None))
+    conn = connections[primary]
+    params = [op, key, value_json, cond, versions, level, q.k]
+    fired = False
+    committing = False
+    try:
+        conn.ensure_connection()
+        raw = conn.connection
+        del raw.notices[:]
+        armed = WATCHDOG.arm(settings.KV["WRITE_TIMEOUT"], raw.cancel)
+        try:
+            with transaction.atomic(using=primary):
+                with conn.cursor() as cur:
+                    cur.execute("SELECT * FROM kv_write(%s, %s, %s::jsonb, %s, %s::bigint[], %s, %s)",
+                                params)
+                    status, version, created, standbys = cur.fetchone()
+                committing = True
+        finally:
+            fired = WATCHDOG.disarm(armed)
+        notices = list(raw.notices)
+    except DatabaseError as exc:
+        CLUSTER.mark_failed(primary)
+        if "read-only transaction" in str(exc):
+            CLUSTER.invalidate()
+        text = _node_failed(primary, mop, level, exc)
+        nodes = _write_nodes(state, None)
+        nodes[primary] = text
+        if committing:
+            metrics.count(mop, level, "indeterminate")
+            raise QuorumUnavailable("the connection to the primary failed during COMMIT: the "
+                                    "write may or may not have been applied", need, 0, nodes,
+                                    committed_locally=None) from None
+        metrics.count(mop, level, "unavailable")
+        detail = (f"the write did not finish within {settings.KV['WRITE_TIMEOUT']}s and was "
+                  "rolled back" if fired else "the primary failed the write")
+        raise QuorumUnavailable(detail, need, 0, nodes) from None
+
+    if status == "unavailable":
+        metrics.count(mop, level, "unavailable")
+        nodes = _write_nodes(state, standbys)
+        raise QuorumUnavailable(
+            f"{standbys} synchronous standbys are streaming, {q.k} needed; nothing was written",
+            need, 1 + standbys, nodes)
+    cancelled = any(CANCELLED_WAIT in n for n in notices)
+    if status == "ok" and (cancelled or (fired and level == "quorum")):
+        metrics.count(mop, level, "indeterminate")
+        for name in state.nodes:
+            if name != primary:
+                _node_failed(name, mop, level,
+                             f"did not confirm the write within {settings.KV['WRITE_TIMEOUT']}s")
+        raise QuorumUnavailable(
+            "the write committed on the primary, but its standbys did not confirm it within "
+            f"{settings.KV['WRITE_TIMEOUT']}s: it may be lost on failover", need, 1,
+            _write_nodes(state, standbys), committed_locally=True, version=version)
+    metrics.count(mop, level, "ok")
+    token = None
+    if status == "ok":
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT pg_current_wal_lsn()::text")
+                token = format_session_token(split_version(version)[0],
+                                             parse_lsn(cur.fetchone()[0]))
+        except DatabaseError as exc:
+            _node_failed(primary, "session token", level, exc)
+    return WriteResult(status, version, bool(created), token, primary)
+
+
+def encode_value(value) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+

@@ -1,0 +1,78 @@
+"""Database router, in the spirit of the seed's PrimaryReplicaRouter, but driven by the node
+states the service discovers itself (kv.nodes) instead of fixed aliases.
+
+- writes go to the current primary (newest timeline);
+- reads of KV items go to a healthy standby whose lag is within the request's ``max_lag``
+  (``r=one``), else to the primary; ``routing(node=...)`` pins one node;
+- other reads (tokens) go to the primary, else to any healthy node;
+- migrations run on ``default`` only (libpq's multi-host ``target_session_attrs=read-write``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import random
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import OperationalError
+
+from .nodes import CLUSTER
+
+
+class NoPrimary(OperationalError):
+    """No node is the primary of the newest timeline right now."""
+
+
+@dataclass
+class Route:
+    node: str | None = None  # pin reads to this node
+    max_lag: float | None = None
+    chosen: str | None = None  # the node the router picked
+
+
+_route: contextvars.ContextVar[Route | None] = contextvars.ContextVar("kv_route", default=None)
+
+
+@contextlib.contextmanager
+def routing(node: str | None = None, max_lag: float | None = None):
+    route = Route(node=node, max_lag=max_lag)
+    reset = _route.set(route)
+    try:
+        yield route
+    finally:
+        _route.reset(reset)
+
+
+class NodeRouter:
+    def db_for_read(self, model, **hints):
+        route = _route.get()
+        if route is not None and route.node is not None:
+            route.chosen = route.node
+            return route.node
+        state = CLUSTER.state()
+        if model._meta.model_name == "kvitem":
+            max_lag = settings.KV["MAX_LAG"] if route is None or route.max_lag is None \
+                else route.max_lag
+            candidates = state.standbys(max_lag=max_lag)
+            choice = random.choice(candidates) if candidates else state.primary
+        else:
+            choice = state.primary or next(iter(state.eligible()), None)
+        if choice is None:
+            raise NoPrimary("no healthy PostgreSQL node to read from")
+        if route is not None:
+            route.chosen = choice
+        return choice
+
+    def db_for_write(self, model, **hints):
+        primary = CLUSTER.state().primary
+        if primary is None:
+            raise NoPrimary("no primary on the newest timeline is reachable")
+        return primary
+
+    def allow_relation(self, obj1, obj2, **hints):
+        return True
+
+    def allow_migrate(self, db, app_label, model_name=None, **hints):
+        return db == "default"

@@ -1,0 +1,281 @@
+"""HTTP endpoints of ../shared/design/api.md."""
+
+from __future__ import annotations
+
+import json
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework.views import APIView
+
+from django.conf import settings
+from django.http import HttpResponse, JsonResponse
+
+from . import metrics
+from .consistency import (
+    InvalidInput,
+    check_value,
+    decode_cursor,
+    encode_cursor,
+    parse_etag_list,
+    parse_limit,
+    parse_max_lag,
+    parse_read_level,
+    parse_session_token,
+    parse_write_level,
+    validate_key,
+)
+from .models import KVItem
+from .nodes import CLUSTER
+from .parsers import ValueTooLarge
+from .quorum import (
+    QuorumUnavailable,
+    encode_value,
+    read_one,
+    read_primary,
+    read_quorum,
+    read_token,
+    write,
+)
+from .routers import routing
+from .serializers import (
+    ClusterSerializer,
+    CreateSerializer,
+    ErrorSerializer,
+    ItemSerializer,
+    PageSerializer,
+    PutSerializer,
+    QuorumErrorSerializer,
+)
+
+
+def _json(body: dict, status: int = 200) -> HttpResponse:
+    return HttpResponse(json.dumps(body, ensure_ascii=False, separators=(",", ":")),
+                        status=status, content_type="application/json")
+
+
+def _error(status: int, code: str, detail: str, **extra) -> HttpResponse:
+    return _json({"error": code, "detail": detail, **extra}, status)
+
+
+def _item(key: str, value, version: int, status: int = 200, node: str | None = None,
+          token: str | None = None) -> HttpResponse:
+    resp = _json({"key": key, "value": value, "version": str(version)}, status)
+    resp["ETag"] = f'"{version}"'
+    if node:
+        resp["X-KV-Node"] = node
+    if token:
+        resp["X-KV-Token"] = token
+    return resp
+
+
+def _body(request, fields: tuple[str, ...]) -> dict:
+    data = request.data
+    if not isinstance(data, dict) or set(data) != set(fields):
+        raise InvalidInput("bad_json", f"the body must be a JSON object with exactly: "
+                                       f"{', '.join(fields)}")
+    return data
+
+
+def _encode(value) -> str:
+    check_value(value)
+    encoded = encode_value(value)
+    if len(encoded.encode("utf-8")) > settings.KV["MAX_VALUE_BYTES"]:
+        raise ValueTooLarge(f"the value is larger than {settings.KV['MAX_VALUE_BYTES']} bytes "
+                            "once encoded")
+    return encoded
+
+
+def _conditions(request, allow_none_match: bool) -> tuple[str, list[int]]:
+    if_match = request.META.get("HTTP_IF_MATCH")
+    if_none = request.META.get("HTTP_IF_NONE_MATCH")
+    if if_match is not None and if_none is not None:
+        raise InvalidInput("bad_precondition", "send If-Match or If-None-Match, not both")
+    if if_match is not None:
+        versions = parse_etag_list(if_match)
+        return ("match_any", []) if versions is None else ("match", versions)
+    if if_none is not None:
+        if not allow_none_match or if_none.strip() != "*":
+            raise InvalidInput("bad_precondition", "only 'If-None-Match: *' is supported, on PUT")
+        return "none_match", []
+    return "none", []
+
+
+READ_PARAMS = [
+    OpenApiParameter("r", str, enum=["quorum", "primary", "one"], required=False),
+    OpenApiParameter("max_lag", float, required=False, description="seconds, with r=one"),
+    OpenApiParameter("X-KV-Token", str, OpenApiParameter.HEADER, required=False,
+                     description="session token of an earlier write: read your writes"),
+]
+WRITE_PARAMS = [OpenApiParameter("w", str, enum=["quorum", "one"], required=False)]
+ERRORS = {400: ErrorSerializer, 401: ErrorSerializer, 403: ErrorSerializer,
+          404: ErrorSerializer, 412: ErrorSerializer, 413: ErrorSerializer,
+          415: ErrorSerializer, 503: QuorumErrorSerializer}
+
+
+class KeyView(APIView):
+    """One key: read, create or replace, delete."""
+
+    @extend_schema(parameters=READ_PARAMS, responses={200: ItemSerializer, **ERRORS})
+    def get(self, request, key):
+        key = validate_key(key)
+        token_header = request.META.get("HTTP_X_KV_TOKEN")
+        level = parse_read_level(request.GET.get("r"))
+        max_lag = parse_max_lag(request.GET.get("max_lag"), settings.KV["MAX_LAG"])
+        if token_header and level != "primary":
+            level = "token"
+            res = read_token(key, parse_session_token(token_header))
+        elif level == "quorum":
+            res = read_quorum(key)
+        elif level == "primary":
+            res = read_primary(key)
+        else:
+            res = read_one(key, max_lag)
+        request._request.kv_log.update({"kv.level": level, "kv.node": res.node})
+        if not res.found:
+            resp = _error(404, "not_found", "no such key")
+        else:
+            resp = _item(key, res.value, res.version)
+        if res.node:
+            resp["X-KV-Node"] = res.node
+        return resp
+
+    @extend_schema(parameters=WRITE_PARAMS, request=PutSerializer,
+                   responses={200: ItemSerializer, 201: ItemSerializer, **ERRORS})
+    def put(self, request, key):
+        key = validate_key(key)
+        level = parse_write_level(request.GET.get("w"))
+        cond, versions = _conditions(request, allow_none_match=True)
+        value = _body(request, ("value",))["value"]
+        res = write("put", key, _encode(value), cond, versions, level)
+        request._request.kv_log.update({"kv.level": level, "kv.node": res.node})
+        if res.status == "precondition_failed":
+            return _error(412, "precondition_failed", "the key's current version does not "
+                                                      "match the request's condition")
+        return _item(key, value, res.version, 201 if res.created else 200, res.node,
+                     res.session_token)
+
+    @extend_schema(parameters=WRITE_PARAMS, responses={204: None, **ERRORS})
+    def delete(self, request, key):
+        key = validate_key(key)
+        level = parse_write_level(request.GET.get("w"))
+        cond, versions = _conditions(request, allow_none_match=False)
+        res = write("delete", key, None, cond, versions, level)
+        request._request.kv_log.update({"kv.level": level, "kv.node": res.node})
+        if res.status == "not_found":
+            return _error(404, "not_found", "no such key")
+        if res.status == "precondition_failed":
+            return _error(412, "precondition_failed", "the key's current version does not "
+                                                      "match If-Match")
+        resp = HttpResponse(status=204)
+        if res.session_token:
+            resp["X-KV-Token"] = res.session_token
+        return resp
+
+
+class CollectionView(APIView):
+    """Create a key (the seed's form) or list keys by prefix."""
+
+    @extend_schema(parameters=WRITE_PARAMS, request=CreateSerializer,
+                   responses={201: ItemSerializer, 409: ErrorSerializer, **ERRORS})
+    def post(self, request):
+        level = parse_write_level(request.GET.get("w"))
+        data = _body(request, ("key", "value"))
+        key = validate_key(data["key"])
+        res = write("put", key, _encode(data["value"]), "create", [], level)
+        request._request.kv_log.update({"kv.level": level, "kv.node": res.node})
+        if res.status == "exists":
+            return _error(409, "exists", "the key exists; use PUT to replace it")
+        resp = _item(key, data["value"], res.version, 201, res.node, res.session_token)
+        return resp
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("prefix", str, required=False),
+            OpenApiParameter("limit", int, required=False),
+            OpenApiParameter("cursor", str, required=False),
+            OpenApiParameter("r", str, enum=["quorum", "primary", "one"], required=False,
+                             description="quorum and primary read the primary; one a standby"),
+            OpenApiParameter("max_lag", float, required=False),
+        ],
+        responses={200: PageSerializer, **ERRORS},
+    )
+    def get(self, request):
+        prefix = request.GET.get("prefix", "")
+        if prefix:
+            validate_key(prefix)
+        limit = parse_limit(request.GET.get("limit"), settings.KV["LIST_DEFAULT_LIMIT"],
+                            settings.KV["LIST_MAX_LIMIT"])
+        cursor = request.GET.get("cursor")
+        after = decode_cursor(cursor, prefix) if cursor else None
+        level = parse_read_level(request.GET.get("r"))
+        max_lag = parse_max_lag(request.GET.get("max_lag"), settings.KV["MAX_LAG"])
+        state = CLUSTER.state()
+        if level != "one" and state.primary is None:
+            metrics.count("read", level, "unavailable")
+            raise QuorumUnavailable("no primary is reachable", 1, 0, {})
+        with routing(node=None if level == "one" else state.primary, max_lag=max_lag) as route:
+            qs = KVItem.objects.filter(deleted=False)
+            if prefix:
+                qs = qs.filter(key__startswith=prefix)
+            if after is not None:
+                qs = qs.filter(key__gt=after)
+            try:
+                rows = list(qs.order_by("key").values_list("key", "value", "version")[:limit + 1])
+            except Exception:
+                metrics.count("read", level, "unavailable")
+                raise
+        metrics.count("read", level, "ok")
+        request._request.kv_log.update({"kv.level": level, "kv.node": route.chosen})
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return _json({
+            "items": [{"key": k, "value": v, "version": str(ver)} for k, v, ver in rows],
+            "next": encode_cursor(rows[-1][0], prefix) if more else None,
+        })
+
+
+class ClusterView(APIView):
+    """Nodes, roles, timelines, replay positions, lag, health; k, W, R."""
+
+    @extend_schema(responses={200: ClusterSerializer, 401: ErrorSerializer})
+    def get(self, request):
+        fresh = request.GET.get("fresh") in ("1", "true")
+        body = CLUSTER.state(max_age=0 if fresh else None).public()
+        body["instance"] = settings.KV["INSTANCE"]
+        return _json(body)
+
+
+def healthz(request):
+    """The process is up (no database contact)."""
+    return JsonResponse({"status": "ok", "instance": settings.KV["INSTANCE"]})
+
+
+def readyz(request):
+    """A write quorum and a read quorum are reachable."""
+    state = CLUSTER.state()
+    reasons = []
+    if state.primary is None:
+        reasons.append("no primary is reachable")
+    elif not state.write_quorum_ok():
+        reasons.append(f"{state.sync_streaming} synchronous standbys streaming, "
+                       f"{state.quorum.k} needed for a write quorum")
+    if not state.read_quorum_ok():
+        reasons.append(f"{len(state.eligible())} nodes can serve reads, "
+                       f"{state.quorum.r} needed for a read quorum")
+    body = {"ready": not reasons, "primary": state.primary, "w": state.quorum.w,
+            "r": state.quorum.r}
+    if reasons:
+        return JsonResponse({"error": "not_ready", "detail": "; ".join(reasons), **body},
+                            status=503)
+    return JsonResponse(body)
+
+
+def bare_get(request, key):
+    """Benchmark baseline (routed only with KV_BENCH_BARE_VIEW=1): the same primary-key lookup
+    on the primary, with no DRF, auth, consistency logic or node selection."""
+    rows = list(KVItem.objects.using("default").filter(pk=key)
+                .values_list("value", "version", "deleted"))
+    if not rows or rows[0][2]:
+        return JsonResponse({"error": "not_found", "detail": "no such key"}, status=404)
+    return JsonResponse({"key": key, "value": rows[0][0], "version": str(rows[0][1])})
