@@ -153,10 +153,13 @@ class Lab:
                 nodes = c.get("nodes", {})
                 want = len(nodes) - 1
                 if (c.get("primary") and c.get("write_quorum") and c.get("read_quorum")
-                        and c.get("sync_standbys_streaming", 0) >= want):
+                        and c.get("sync_standbys_streaming", 0) >= want
+                        and all(n.get("eligible") for n in nodes.values())):
                     return c
                 last = {k: c.get(k) for k in ("primary", "sync_standbys_streaming",
                                               "problems")}
+                last["not_eligible"] = {n: s.get("reason") for n, s in nodes.items()
+                                        if not s.get("eligible")}
             except (requests.RequestException, ValueError) as exc:
                 last = f"{type(exc).__name__}: {exc}"
             time.sleep(1)
@@ -455,9 +458,15 @@ def probe_workers_free(lab: Lab, ctx: dict, until: float) -> dict:
 def standby_network_cut() -> Fault:
     def inject(lab: Lab, ctx: dict) -> None:
         ctx["victim"] = lab.standbys()[-1]
-        dexec(ctx["victim"], "tc", "qdisc", "add", "dev", "eth0", "root", "netem", "loss",
-              "100%")
-        ctx["cut"] = True
+        # netem needs the sch_netem module, which some kernels lack; a pfifo queue of length 0
+        # drops every packet the container sends just as well (a silent cut, no resets)
+        for qdisc in (["netem", "loss", "100%"], ["pfifo", "limit", "0"]):
+            p = dexec(ctx["victim"], "tc", "qdisc", "add", "dev", "eth0", "root", *qdisc,
+                      check=False)
+            if p.returncode == 0:
+                ctx["cut"] = " ".join(qdisc)
+                return
+        raise RuntimeError(f"tc could not cut {ctx['victim']}'s network: {p.stderr.strip()}")
 
     def heal(lab: Lab, ctx: dict) -> None:
         if ctx.get("cut"):
@@ -515,7 +524,8 @@ def primary_killed_failover() -> Fault:
         c = lab.wait_healthy(timeout=180, why="after the old primary rejoined")
         ctx["new_primary"] = c["primary"]
         old = c["nodes"].get(ctx["old_primary"], {})
-        if c["primary"] == ctx["old_primary"] or not old.get("eligible", True):
+        if (c["primary"] == ctx["old_primary"] or old.get("role") != "standby"
+                or not old.get("eligible")):
             raise RuntimeError(f"the old primary did not rejoin as a healthy standby: {old}")
 
     return Fault("primary_killed_failover", inject, heal, primary_stable=False,
