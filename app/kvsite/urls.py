@@ -2,14 +2,30 @@ from django_prometheus.exports import ExportToDjangoView
 from drf_spectacular.views import SpectacularAPIView
 
 from django.conf import settings
-from django.urls import path
+from django.urls import path, register_converter
 
 from kv import views
 from kv.auth import BearerTokenAuthentication, HasScope
 
+
+
+class AnyKey:
+    """Any non-empty text, newlines included (the view refuses bad keys with a JSON 400)."""
+
+    regex = r"[\s\S]+"
+
+    def to_python(self, value):
+        return value
+
+    def to_url(self, value):
+        return value
+
+
+register_converter(AnyKey, "kvkey")
+
 urlpatterns = [
     path("api/kv/", views.CollectionView.as_view()),
-    path("api/kv/<path:key>", views.KeyView.as_view()),
+    path("api/kv/<kvkey:key>", views.KeyView.as_view()),
     path("api/cluster", views.ClusterView.as_view()),
     path("api/schema/", SpectacularAPIView.as_view(
         authentication_classes=[BearerTokenAuthentication], permission_classes=[HasScope])),
@@ -18,7 +34,7 @@ urlpatterns = [
     path("metrics", ExportToDjangoView),
 ]
 if settings.KV["BENCH_BARE_VIEW"]:
-    urlpatterns.append(path("bench/bare/<path:key>", views.bare_get))
+    urlpatterns.append(path("bench/bare/<kvkey:key>", views.bare_get))
 
 handler400 = "kv.errors.bad_request"
 handler403 = "kv.errors.permission_denied"

@@ -1,0 +1,169 @@
+"""Every documented 4xx, with hostile input; never a 500."""
+
+import json
+
+import pytest
+
+from tests.conftest import TOKENS, make_client, unique
+
+
+def test_oversized_key(client):
+    r = client.put("/api/kv/" + "k" * 513, {"value": 1}, content_type="application/json")
+    assert r.status_code == 400 and r.json()["error"] == "bad_key"
+    r = client.post("/api/kv/", {"key": "é" * 257, "value": 1}, content_type="application/json")
+    assert r.status_code == 400 and r.json()["error"] == "bad_key"
+
+
+@pytest.mark.parametrize("path", ["/api/kv/a%00b", "/api/kv/a%0Ab", "/api/kv/%7F",
+                                  "/api/kv/a%C2%85"])
+def test_control_characters_in_key(client, path):
+    for method in (client.get, client.delete):
+        r = method(path)
+        assert r.status_code == 400, (path, r.content)
+        assert r.json()["error"] == "bad_key"
+
+
+def test_control_characters_in_posted_key(client):
+    r = client.post("/api/kv/", {"key": "a\u0001", "value": 1}, content_type="application/json")
+    assert r.status_code == 400 and r.json()["error"] == "bad_key"
+    r = client.post("/api/kv/", {"key": 12, "value": 1}, content_type="application/json")
+    assert r.status_code == 400 and r.json()["error"] == "bad_key"
+
+
+def test_oversized_value(client):
+    big = "x" * 70000  # KV_MAX_VALUE_BYTES is 65536 in the tests
+    r = client.put(f"/api/kv/{unique()}", {"value": big}, content_type="application/json")
+    assert r.status_code == 413 and r.json()["error"] == "value_too_large"
+    just_fits = "y" * (65536 - 2)
+    r = client.put(f"/api/kv/{unique()}", {"value": just_fits}, content_type="application/json")
+    assert r.status_code == 201, r.content
+    r = client.put(f"/api/kv/{unique()}", {"value": just_fits + "z"},
+                   content_type="application/json")
+    assert r.status_code == 413
+
+
+@pytest.mark.parametrize("body", [b"{", b"not json", b'{"value": NaN}', b'{"value": -Infinity}',
+                                  b"\xff\xfe{}", b'{"value": "\\ud800"}', b'{"value": "a\\u0000"}',
+                                  b"[" * 5000 + b"]" * 5000, b'{"value": 1' + b"0" * 5000 + b"}",
+                                  b"[]", b"1", b'{"valu": 1}', b'{"value": 1, "extra": 2}',
+                                  b""])
+def test_malformed_json(client, body):
+    r = client.put(f"/api/kv/{unique()}", body, content_type="application/json")
+    assert r.status_code == 400, (body[:40], r.content)
+    assert r.json()["error"] == "bad_json"
+
+
+def test_deep_but_valid_nesting_is_refused_cleanly(client):
+    body = b'{"value": ' + b"[" * 300 + b"]" * 300 + b"}"
+    r = client.put(f"/api/kv/{unique()}", body, content_type="application/json")
+    assert r.status_code in (201, 400)
+
+
+@pytest.mark.parametrize("ctype", ["text/plain", "application/x-www-form-urlencoded",
+                                   "multipart/form-data; boundary=x", "application/xml", ""])
+def test_wrong_content_type(client, ctype):
+    r = client.put(f"/api/kv/{unique()}", b'{"value": 1}', content_type=ctype)
+    assert r.status_code == 415, (ctype, r.content)
+    assert r.json()["error"] == "unsupported_media_type"
+
+
+@pytest.mark.parametrize("query", ["?r=all", "?r=", "?r=QUORUM", "?r=one&max_lag=abc",
+                                   "?r=one&max_lag=-3"])
+def test_unknown_read_level(client, query):
+    r = client.get(f"/api/kv/x{query}")
+    if query == "?r=":
+        assert r.status_code in (200, 404)
+        return
+    assert r.status_code == 400
+    assert r.json()["error"] in ("bad_consistency", "bad_max_lag")
+
+
+@pytest.mark.parametrize("query", ["?w=all", "?w=two", "?w=primary"])
+def test_unknown_write_level(client, query):
+    r = client.put(f"/api/kv/x{query}", {"value": 1}, content_type="application/json")
+    assert r.status_code == 400 and r.json()["error"] == "bad_consistency"
+
+
+@pytest.mark.parametrize("cursor", ["garbage", "eyJ9", "%%%", "e30", "x" * 5000,
+                                    "eyJhIjogMSwgInAiOiAiIn0"])
+def test_bad_cursor(client, cursor):
+    r = client.get("/api/kv/", {"cursor": cursor})
+    assert r.status_code == 400 and r.json()["error"] == "bad_cursor"
+
+
+@pytest.mark.parametrize("limit", ["0", "-1", "abc", "100000", "1e3"])
+def test_bad_limit(client, limit):
+    r = client.get("/api/kv/", {"limit": limit})
+    assert r.status_code == 400 and r.json()["error"] == "bad_limit"
+
+
+def test_bad_session_token(client):
+    r = client.get("/api/kv/x", headers={"X-KV-Token": "nonsense"})
+    assert r.status_code == 400 and r.json()["error"] == "bad_token"
+
+
+def test_bad_preconditions(client):
+    r = client.put(f"/api/kv/{unique()}", {"value": 1}, content_type="application/json",
+                   headers={"If-None-Match": '"5"'})
+    assert r.status_code == 400
+    r = client.put(f"/api/kv/{unique()}", {"value": 1}, content_type="application/json",
+                   headers={"If-None-Match": "*", "If-Match": '"1"'})
+    assert r.status_code == 400
+
+
+@pytest.mark.parametrize("auth", [None, "Bearer", "Bearer ", "Basic dXNlcjpwYXNz",
+                                  "Bearer wrong-token-1234567890", "Bearer a b",
+                                  "Bearer " + "x" * 600, "bearer\x00x"])
+def test_missing_or_wrong_token(auth):
+    from django.test import Client
+
+    c = Client(headers={"Authorization": auth} if auth is not None else {})
+    r = c.get("/api/kv/x")
+    assert r.status_code == 401, (auth, r.content)
+    assert r.json()["error"] == "unauthorized"
+    assert r["WWW-Authenticate"].startswith("Bearer")
+    assert c.get("/api/cluster").status_code == 401
+    assert c.put("/api/kv/x", {"value": 1}, content_type="application/json").status_code == 401
+
+
+def test_under_scoped_tokens():
+    ro, wo = make_client("ro"), make_client("wo")
+    key = unique()
+    r = ro.put(f"/api/kv/{key}", {"value": 1}, content_type="application/json")
+    assert r.status_code == 403 and r.json()["error"] == "forbidden"
+    assert ro.delete(f"/api/kv/{key}").status_code == 403
+    assert ro.post("/api/kv/", {"key": key, "value": 1},
+                   content_type="application/json").status_code == 403
+    assert wo.put(f"/api/kv/{key}", {"value": 1}, content_type="application/json").status_code \
+        == 201
+    r = wo.get(f"/api/kv/{key}")
+    assert r.status_code == 403
+    assert ro.get(f"/api/kv/{key}").status_code == 200
+
+
+def test_method_not_allowed(client):
+    r = client.post("/api/kv/some-key", {"value": 1}, content_type="application/json")
+    assert r.status_code == 405 and r.json()["error"] == "method_not_allowed"
+    r = client.put("/api/kv/", {"value": 1}, content_type="application/json")
+    assert r.status_code == 405
+    r = client.patch("/api/kv/k", {"value": 1}, content_type="application/json")
+    assert r.status_code == 405
+
+
+def test_unknown_path_is_json_404(client):
+    r = client.get("/nope")
+    assert r.status_code == 404 and r.json()["error"] == "not_found"
+
+
+def test_bad_host_header_is_json_400():
+    from django.test import Client
+
+    r = Client(headers={"Authorization": f"Bearer {TOKENS['rw'][1]}"},
+               HTTP_HOST="evil.example").get("/api/kv/x")
+    assert r.status_code == 400
+    assert json.loads(r.content)["error"] == "bad_request"
+
+
+def test_bad_list_prefix(client):
+    r = client.get("/api/kv/", {"prefix": "a\x01"})
+    assert r.status_code == 400 and r.json()["error"] == "bad_key"
