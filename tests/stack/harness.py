@@ -594,8 +594,10 @@ def run_fault(lab: Lab, fault: Fault, seconds: float, wl: Workload | None = None
         for t in threads:
             t.join(timeout=wl.write_timeout + 20)
         rec.mark("stopped")
-    if error is None:
+    try:
         rec.final_reads()
+    except (TimeoutError, requests.RequestException) as exc:
+        error = error or exc
     result = checker.check(rec.history, primary_stable=fault.primary_stable)
     ops = [o for o in rec.history if not o.get("final")]
     counts = {k: sum(1 for o in ops if o["outcome"] == k)
@@ -614,8 +616,7 @@ def run_fault(lab: Lab, fault: Fault, seconds: float, wl: Workload | None = None
         "context": {k: v for k, v in ctx.items() if isinstance(v, (str, int, float, list))},
         "probe": probe,
         "error": None if error is None else f"{type(error).__name__}: {error}",
-        "verdict": "valid" if result.ok and error is None else "INVALID" if not result.ok
-        else "error",
+        "verdict": "error" if error is not None else "valid" if result.ok else "INVALID",
         "checker": result.summary(),
         "violations": result.violations[:20],
     }
