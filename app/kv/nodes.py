@@ -27,7 +27,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import asdict, dataclass, field
 
 from django.conf import settings
-from django.db import connections
+from django.db import InterfaceError, OperationalError, connections
 
 from . import metrics
 from .consistency import Quorum, parse_lsn, parse_sync_standby_names, quorum_sizes
@@ -155,22 +155,35 @@ def pool() -> ThreadPoolExecutor:
 
 
 def on_node(alias: str, fn, *args):
-    """Run ``fn(*args)`` that queries node ``alias``, in the calling thread.
+    """Run ``fn(*args)``, a read-only query on node ``alias``, in the calling thread.
 
     A failed connection is closed so that the next use reconnects (threads of the pool never see
-    Django's request_finished, which otherwise does this).
+    Django's request_finished, which otherwise does this). A kept connection that turns out to
+    be dead (the node restarted since) is retried once on a new connection: reads only.
     """
     conn = connections[alias]
-    try:
-        if conn.connection is not None and conn.errors_occurred:
-            conn.close()
-        return fn(*args)
-    except Exception:
+    for attempt in (1, 2):
+        reused = conn.connection is not None
         try:
-            conn.close()
-        except Exception:  # noqa: BLE001 - closing a broken connection may fail again
-            pass
-        raise
+            if reused and conn.errors_occurred:
+                conn.close()
+                reused = False
+            return fn(*args)
+        except (OperationalError, InterfaceError):
+            _close(conn)
+            if not reused or attempt == 2:
+                raise
+        except Exception:
+            _close(conn)
+            raise
+    raise AssertionError("unreachable")
+
+
+def _close(conn) -> None:
+    try:
+        conn.close()
+    except Exception:  # noqa: BLE001 - closing a broken connection may fail again
+        pass
 
 
 def _short(exc: BaseException) -> str:

@@ -1,0 +1,158 @@
+"""Standbys stopped, stalled or lagging: what each consistency level does."""
+
+import json
+import time
+
+from tests.conftest import refresh_nodes, unique
+
+
+def put(client, key, value, query=""):
+    return client.put(f"/api/kv/{key}{query}", json.dumps({"value": value}),
+                      content_type="application/json")
+
+
+def wait_for(predicate, timeout=10.0, step=0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return False
+
+
+def test_one_standby_stopped_quorum_still_works(client, restore):
+    cluster = restore
+    cluster.stop(cluster.node("s1"))
+    assert wait_for(lambda: "s1" not in cluster.streaming())
+    state = refresh_nodes()
+    assert not state.nodes["s1"].eligible
+    key = unique()
+    r = put(client, key, "one-down")
+    assert r.status_code == 201, r.content
+    for _ in range(10):
+        g = client.get(f"/api/kv/{key}")
+        assert g.status_code == 200 and g.json()["value"] == "one-down"
+        assert g["X-KV-Node"] in ("p1", "s2")
+        g = client.get(f"/api/kv/{key}?r=one")
+        assert g.status_code == 200 and g["X-KV-Node"] == "s2"
+    assert client.get("/readyz").status_code == 200
+
+
+def test_stale_cache_still_reaches_quorum(client, restore):
+    """The node cache still lists a standby that just died: the read replaces it."""
+    cluster = restore
+    key = unique()
+    put(client, key, 1)
+    refresh_nodes()
+    cluster.stop(cluster.node("s2"))
+    for _ in range(5):
+        g = client.get(f"/api/kv/{key}")
+        assert g.status_code == 200, g.content
+
+
+def test_both_standbys_stopped(client, restore):
+    cluster = restore
+    cluster.stop(cluster.node("s1"))
+    cluster.stop(cluster.node("s2"))
+    assert wait_for(lambda: not cluster.streaming())
+    refresh_nodes()
+    key = unique()
+    started = time.monotonic()
+    r = put(client, key, "never")
+    elapsed = time.monotonic() - started
+    assert r.status_code == 503, r.content
+    body = r.json()
+    assert body["error"] == "quorum_unavailable"
+    assert body["needed"] == 2 and body["got"] == 1
+    assert "committed_locally" not in body
+    assert set(body["nodes"]) == {"p1", "s1", "s2"}
+    assert elapsed < 1.0, "a quorum write must fail fast, not wait for the deadline"
+    assert client.get(f"/api/kv/{key}?r=primary").status_code == 404  # nothing was written
+    assert client.delete(f"/api/kv/{key}").status_code == 503
+    # w=one still works, and r=primary sees it
+    assert put(client, key, "local", "?w=one").status_code == 201
+    assert client.get(f"/api/kv/{key}?r=primary").json()["value"] == "local"
+    # r=one falls back to the primary; r=quorum cannot get R=2 answers
+    assert client.get(f"/api/kv/{key}?r=one")["X-KV-Node"] == "p1"
+    g = client.get(f"/api/kv/{key}")
+    assert g.status_code == 503
+    assert g.json()["needed"] == 2 and g.json()["got"] == 1
+    assert g.json()["nodes"]["p1"] == "ok"
+    ready = client.get("/readyz")
+    assert ready.status_code == 503 and ready.json()["error"] == "not_ready"
+
+
+def test_stalled_standbys_hit_the_deadline(client, restore):
+    """Standbys stream but do not apply: the commit waits, the deadline cancels the wait, and
+    the answer says the write is committed on the primary only."""
+    from kv.metrics import QUORUM_OPERATIONS
+
+    cluster = restore
+    for name in ("s1", "s2"):
+        cluster.sql(cluster.node(name), "SELECT pg_wal_replay_pause()")
+    refresh_nodes()
+    indeterminate = QUORUM_OPERATIONS.labels(op="write", level="quorum", outcome="indeterminate")
+    before = indeterminate._value.get()
+    key = unique()
+    started = time.monotonic()
+    r = put(client, key, "maybe")
+    elapsed = time.monotonic() - started
+    assert r.status_code == 503, r.content
+    body = r.json()
+    assert body["committed_locally"] is True
+    assert body["error"] == "quorum_unavailable"
+    assert 1.4 < elapsed < 5, elapsed
+    assert indeterminate._value.get() == before + 1
+    # the primary has it (the outcome is indeterminate, not failed)
+    g = client.get(f"/api/kv/{key}?r=primary")
+    assert g.status_code == 200 and g.json()["value"] == "maybe"
+    assert g.json()["version"] == body["version"]
+    # w=one does not wait for standbys
+    assert put(client, unique(), 1, "?w=one").status_code == 201
+
+
+def test_r_one_avoids_a_lagging_standby(client, restore):
+    cluster = restore
+    cluster.sql(cluster.node("s1"), "SELECT pg_wal_replay_pause()")
+    key = unique()
+    assert put(client, key, 0).status_code == 201
+    time.sleep(0.7)
+    for i in range(1, 4):
+        assert put(client, key, i).status_code == 200  # s2 applies: ANY 1 is met
+
+    def s1_lagging():
+        s = refresh_nodes().nodes["s1"]
+        return s.lag_seconds is not None and s.lag_seconds > 0.5
+
+    assert wait_for(s1_lagging), refresh_nodes().nodes["s1"]
+    served = set()
+    for _ in range(20):
+        g = client.get(f"/api/kv/{key}?r=one&max_lag=0.5")
+        assert g.status_code == 200
+        assert g.json()["value"] == 3
+        served.add(g["X-KV-Node"])
+    assert "s1" not in served
+    # with a generous max_lag the lagging standby may serve (stale) reads
+    # (s1 stopped replaying before the key was created: from s1 it is absent)
+    stale = {client.get(f"/api/kv/{key}?r=one&max_lag=3600").json().get("value")
+             for _ in range(20)}
+    assert stale <= {None, 0, 1, 2, 3}
+    # a session token never reads from a standby that has not replayed the write
+    token = put(client, key, 4)["X-KV-Token"]
+    for _ in range(10):
+        g = client.get(f"/api/kv/{key}?r=one&max_lag=3600", headers={"X-KV-Token": token})
+        assert g.json()["value"] == 4 and g["X-KV-Node"] != "s1"
+    # a quorum read always sees the last quorum write, even from the lagging node's pair
+    for _ in range(10):
+        assert client.get(f"/api/kv/{key}").json()["value"] == 4
+
+
+def test_r_one_avoids_a_stopped_standby(client, restore):
+    cluster = restore
+    key = unique()
+    put(client, key, "v")
+    refresh_nodes()
+    cluster.stop(cluster.node("s2"))
+    for _ in range(10):
+        g = client.get(f"/api/kv/{key}?r=one")
+        assert g.status_code == 200 and g["X-KV-Node"] in ("s1", "p1")
