@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from . import nginx_log_lines
 from .conftest import HERE, REPO
 from .grok import to_regex
 from .logstash_config import branches_by_value, parse, unresolved_reads
@@ -257,6 +258,30 @@ def test_pipeline_fields_exist_in_lines_of_the_app_middleware(branches):
     assert access, "the middleware wrote no access line"
     for doc in access:
         assert has(doc, ("http", "request", "id")), "an access line without its request id"
+
+
+def test_pipeline_fields_exist_in_lines_of_the_nginx_role(branches):
+    """Access lines built from the nginx role's own log_format (roles/nginx)."""
+    lines = nginx_log_lines.lines()
+    if lines is None:
+        pytest.skip(
+            f"no log_format {nginx_log_lines.FORMAT_NAME} in {nginx_log_lines.TEMPLATE}: "
+            "only the fixture nginx lines were checked"
+        )
+    check_json_lines("nginx", "roles/nginx log_format kv_json", "\n".join(lines), branches)
+
+
+def test_fixture_nginx_lines_match_the_nginx_role():
+    lines = nginx_log_lines.lines()
+    if lines is None:
+        pytest.skip("the nginx role has no kv_json log_format to compare the fixture with")
+    fixture = (FIXTURES / "nginx.jsonl").read_text().splitlines()
+    fresh_keys = [sorted(json.loads(x)) for x in lines]
+    fixture_keys = [sorted(json.loads(x)) for x in fixture if x.strip()]
+    assert fresh_keys == fixture_keys, (
+        "tests/elk/fixtures/nginx.jsonl is out of date; regenerate it with "
+        "`.venv/bin/python tests/elk/nginx_log_lines.py > tests/elk/fixtures/nginx.jsonl`"
+    )
 
 
 def test_fixture_app_lines_match_what_the_app_writes():
