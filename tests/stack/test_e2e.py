@@ -147,12 +147,19 @@ def test_metrics_are_visible_in_prometheus(lab, s, key):
         return r.json()["data"]["result"]
 
     targets = requests.get(f"{prom}/api/v1/targets", timeout=10).json()["data"]["activeTargets"]
-    want = {f"{lab.addresses[h]}:{p}" for h in ("app1", "app2") for p in lab.app_ports}
+    app_hosts = [h for h in lab.addresses if h.startswith("app")]
+    want = {(h, p) for h in app_hosts for p in lab.app_ports}
 
     def instances_up():
         ts = requests.get(f"{prom}/api/v1/targets", timeout=10).json()["data"]["activeTargets"]
-        up = {t["discoveredLabels"].get("__address__", t["labels"].get("instance"))
-              for t in ts if t["health"] == "up"}
+        up = set()
+        for t in ts:
+            if t["health"] != "up":
+                continue
+            addr = t.get("discoveredLabels", {}).get("__address__") or t["labels"]["instance"]
+            host, _, port = addr.rpartition(":")
+            name = next((h for h, a in lab.addresses.items() if host in (a, h)), host)
+            up.add((name, int(port) if port.isdigit() else port))
         return want <= up
 
     assert any(t["labels"].get("job") == "kv" for t in targets), "no kv scrape job"
