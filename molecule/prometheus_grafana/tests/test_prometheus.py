@@ -1,0 +1,146 @@
+"""testinfra checks of the Prometheus side of prometheus_grafana and of node_exporter."""
+
+import json
+import time
+import urllib.parse
+
+import pytest
+
+testinfra_hosts = ["all"]
+
+MON = "prometheus_grafana-mon1"
+HOSTS = [MON, "prometheus_grafana-node1"]
+
+
+def address(host):
+    """The host's internal address: the first of `hostname -I` (the scenario's network)."""
+    return host.check_output("hostname -I").split()[0]
+
+
+def get_json(host, url):
+    """GET url from inside the host (python3 is on every host; curl is not) and decode JSON."""
+    script = (
+        "import urllib.request, sys; "
+        f"sys.stdout.write(urllib.request.urlopen({url!r}, timeout=5).read().decode())"
+    )
+    return json.loads(host.check_output(f"python3 -c {json.dumps(script)}"))
+
+
+def is_mon(host):
+    return host.backend.get_hostname() == MON
+
+
+def test_node_exporter_running_enabled_on_internal_address(host):
+    svc = host.service("prometheus-node-exporter")
+    assert svc.is_running and svc.is_enabled
+    assert host.socket(f"tcp://{address(host)}:9100").is_listening
+    metrics = host.check_output(
+        'python3 -c "import urllib.request; print(urllib.request.urlopen('
+        f"'http://{address(host)}:9100/metrics', timeout=5).read().decode())\""
+    )
+    # the container's root file system (overlay) is kept by the filesystem collector
+    assert (
+        'node_filesystem_avail_bytes{device="overlay",fstype="overlay",mountpoint="/"}' in metrics
+    )
+
+
+def test_no_failed_units(host):
+    failed = host.run("systemctl --failed --no-legend --plain").stdout.strip()
+    assert failed == "", f"failed units: {failed}"
+
+
+@pytest.fixture
+def mon(host):
+    if not is_mon(host):
+        pytest.skip("monitoring host only")
+    return host
+
+
+@pytest.mark.parametrize("name", ["prometheus", "prometheus-alertmanager"])
+def test_service_running_and_enabled(mon, name):
+    svc = mon.service(name)
+    assert svc.is_running and svc.is_enabled
+
+
+def test_configs_valid(mon):
+    mon.check_output("promtool check config /etc/prometheus/prometheus.yml")
+    mon.check_output("promtool check rules /etc/prometheus/rules/kv.rules.yml")
+    mon.check_output("amtool check-config /etc/prometheus/alertmanager.yml")
+
+
+def test_retention_and_listen_address(mon):
+    args = mon.file("/etc/default/prometheus").content_string
+    assert "--storage.tsdb.retention.time=2d" in args
+    assert "--storage.tsdb.retention.size=512MB" in args
+    flags = get_json(mon, f"http://{address(mon)}:9090/api/v1/status/flags")["data"]
+    assert flags["storage.tsdb.retention.time"] == "2d"
+    assert flags["storage.tsdb.retention.size"] in ("512MB", "512MiB")  # MB is read as MiB
+    assert flags["web.listen-address"] == f"{address(mon)}:9090"
+
+
+def test_every_expected_target_is_up(mon):
+    """Every generated target is up: nodes of both hosts, Prometheus and Alertmanager themselves.
+    Jobs of roles this scenario does not deploy (kv, postgres, nginx) have no targets."""
+    expected = {("node", f"{h}:9100") for h in HOSTS} | {
+        ("prometheus", f"{MON}:9090"),
+        ("alertmanager", f"{MON}:9093"),
+    }
+    url = f"http://{address(mon)}:9090/api/v1/targets?state=active"
+    deadline = time.monotonic() + 60  # the first scrape comes within one 5s interval
+    while True:
+        targets = get_json(mon, url)["data"]["activeTargets"]
+        seen = {(t["labels"]["job"], t["labels"]["instance"]): t for t in targets}
+        healthy = {k for k, t in seen.items() if t["health"] == "up"}
+        if healthy == expected and set(seen) == expected:
+            break
+        if time.monotonic() > deadline:
+            pytest.fail(
+                f"targets not all up after 60s: expected {sorted(expected)}, got "
+                + str({k: (t["health"], t["lastError"]) for k, t in seen.items()})
+            )
+        time.sleep(2)
+    for (job, instance), t in seen.items():
+        assert t["labels"]["host"] == instance.split(":")[0], (job, t["labels"])
+    # {host!=""}: the package's own first start scraped localhost with Debian's default config;
+    # those series stay visible for 5 minutes after the restart (no staleness marker at shutdown)
+    query = urllib.parse.quote('up{host!=""}')
+    up = get_json(mon, f"http://{address(mon)}:9090/api/v1/query?query={query}")["data"]["result"]
+    assert {(r["metric"]["job"], r["metric"]["instance"]) for r in up} == expected
+    assert all(r["value"][1] == "1" for r in up)
+
+
+def test_empty_jobs_have_target_files(mon):
+    for job in ("kv", "postgres", "nginx"):
+        content = mon.file(f"/etc/prometheus/file_sd/{job}.yml").content_string
+        assert content.rstrip().endswith("[]"), content
+
+
+def test_alert_rules_loaded(mon):
+    groups = get_json(mon, f"http://{address(mon)}:9090/api/v1/rules?type=alert")["data"]["groups"]
+    names = {r["name"] for g in groups for r in g["rules"]}
+    assert {"HostDown", "TargetDown", "KVHighErrorRatio", "PostgresQuorumStandbysBelowK"} <= names
+    assert all(r["health"] == "ok" for g in groups for r in g["rules"])
+
+
+def test_alertmanager_config_and_discovery(mon):
+    status = get_json(mon, f"http://{address(mon)}:9093/api/v2/status")
+    config = status["config"]["original"]
+    assert "http://127.0.0.1:5001/kv-alerts" in config
+    assert 'alertname="HostDown"' in config
+    ams = get_json(mon, f"http://{address(mon)}:9090/api/v1/alertmanagers")["data"]
+    assert [a["url"] for a in ams["activeAlertmanagers"]] == [
+        f"http://{address(mon)}:9093/api/v2/alerts"
+    ]
+
+
+def test_grafana_skip_recorded(mon):
+    fact = json.loads(mon.file("/etc/ansible/facts.d/prometheus_grafana.fact").content_string)
+    assert fact == {
+        "skipped_components": [
+            {
+                "component": "grafana",
+                "reason": "prometheus_grafana_grafana_enabled is false in the inventory",
+            }
+        ]
+    }
+    assert not mon.package("grafana").is_installed

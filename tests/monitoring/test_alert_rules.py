@@ -1,0 +1,96 @@
+"""The alert rules of prometheus_grafana: valid, unit-tested with promtool, and every alert has
+at least one unit test where it fires and one where it does not (a new rule without tests fails)."""
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROLE = Path(__file__).resolve().parents[2] / "roles" / "prometheus_grafana"
+RULES = ROLE / "files" / "rules"
+RULE_TESTS = ROLE / "files" / "tests"
+
+
+def promtool():
+    path = shutil.which("promtool")
+    if path is None:
+        pytest.fail(
+            "promtool is missing: install Debian's `prometheus` package (it ships promtool)"
+        )
+    return path
+
+
+def rule_files():
+    files = sorted(RULES.glob("*.rules.yml"))
+    assert files, f"no rule files in {RULES}"
+    return files
+
+
+def rule_test_files():
+    files = sorted(RULE_TESTS.glob("*.test.yml"))
+    assert files, f"no rule tests in {RULE_TESTS}"
+    return files
+
+
+def alert_names():
+    names = []
+    for f in rule_files():
+        for group in yaml.safe_load(f.read_text())["groups"]:
+            names += [r["alert"] for r in group["rules"] if "alert" in r]
+    return names
+
+
+def test_rules_pass_promtool_check():
+    run = subprocess.run(
+        [promtool(), "check", "rules", *map(str, rule_files())],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_rule_unit_tests_pass():
+    run = subprocess.run(
+        [promtool(), "test", "rules", *(f.name for f in rule_test_files())],
+        cwd=RULE_TESTS,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_unit_tests_load_the_role_rule_files():
+    for f in rule_test_files():
+        loaded = {(f.parent / p).resolve() for p in yaml.safe_load(f.read_text())["rule_files"]}
+        assert loaded == {p.resolve() for p in rule_files()}, f"{f.name} loads {loaded}"
+
+
+def test_alert_names_are_unique():
+    names = alert_names()
+    assert len(names) == len(set(names)), names
+
+
+@pytest.mark.parametrize("alert", alert_names())
+def test_every_alert_has_a_firing_and_a_quiet_test(alert):
+    firing, quiet = [], []
+    for f in rule_test_files():
+        for case in yaml.safe_load(f.read_text())["tests"]:
+            for check in case.get("alert_rule_test", []):
+                if check["alertname"] != alert:
+                    continue
+                where = f"{f.name}: {case.get('name', '?')} @ {check['eval_time']}"
+                (firing if check.get("exp_alerts") else quiet).append(where)
+    assert firing, f"{alert} has no unit test where it fires (exp_alerts non-empty) in {RULE_TESTS}"
+    assert quiet, f"{alert} has no unit test where it stays quiet (exp_alerts: []) in {RULE_TESTS}"
+
+
+def test_every_tested_alert_exists():
+    names = set(alert_names())
+    for f in rule_test_files():
+        for case in yaml.safe_load(f.read_text())["tests"]:
+            for check in case.get("alert_rule_test", []):
+                assert check["alertname"] in names, f"{f.name}: unknown alert {check['alertname']}"
