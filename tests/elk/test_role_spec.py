@@ -1,0 +1,104 @@
+"""The elk role's defaults and meta/argument_specs.yml agree, and the preflight refuses bad input
+with a message that says what to set."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+import yaml
+
+from .conftest import HERE, REPO, ROLE, _playbook
+
+DEFAULTS = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
+SPECS = yaml.safe_load((ROLE / "meta" / "argument_specs.yml").read_text())
+OPTIONS = SPECS["argument_specs"]["main"]["options"]
+
+
+def test_every_default_is_declared_and_every_declaration_has_a_default():
+    assert sorted(DEFAULTS) == sorted(OPTIONS)
+
+
+@pytest.mark.parametrize("name", sorted(DEFAULTS))
+def test_declared_default_equals_the_default(name):
+    assert OPTIONS[name].get("default") == DEFAULTS[name], name
+    assert OPTIONS[name].get("description"), f"{name} has no description"
+
+
+def test_every_variable_is_prefixed_with_the_role_name():
+    vars_main = yaml.safe_load((ROLE / "vars" / "main.yml").read_text())
+    for name in list(DEFAULTS) + list(vars_main):
+        assert name.startswith("elk_"), name
+
+
+def test_secrets_default_to_empty_and_are_no_log():
+    for name in (
+        "elk_elastic_password",
+        "elk_kibana_system_password",
+        "elk_logstash_writer_password",
+    ):
+        assert DEFAULTS[name] == ""
+        assert OPTIONS[name].get("no_log") is True
+
+
+PREFLIGHT_PLAY = """
+- name: Preflight only
+  hosts: logging
+  gather_facts: true
+  gather_subset: ["!all", "!min", "hardware", "virtual"]
+  vars:
+    ansible_connection: local
+    ansible_python_interpreter: "{{ ansible_playbook_python }}"
+  tasks:
+    - name: Preflight
+      ansible.builtin.include_role:
+        name: elk
+        tasks_from: preflight.yml
+"""
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (
+            {"elk_elastic_password": "changeme"},
+            "elk_elastic_password is empty, shorter than 6 characters or a placeholder",
+        ),
+        (
+            {"elk_logstash_writer_password": ""},
+            'elk_logstash_writer_password: "{{ vault_logstash_writer_password }}"',
+        ),
+        ({"elk_major_version": 7}, "elk_major_version must be 8 or 9"),
+    ],
+    ids=["placeholder-password", "empty-password", "major-7"],
+)
+def test_preflight_refuses_with_a_message_that_says_what_to_set(tmp_path, extra, expected):
+    play = tmp_path / "preflight.yml"
+    play.write_text(PREFLIGHT_PLAY)
+    env = {
+        **os.environ,
+        "ANSIBLE_ROLES_PATH": str(REPO / "roles"),
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_CALLBACKS_ENABLED": "ansible.builtin.timer",
+        "ANSIBLE_CALLBACK_RESULT_FORMAT": "json",
+    }
+    done = subprocess.run(
+        [
+            _playbook(),
+            str(play),
+            "-i",
+            str(HERE / "inventory" / "lab.yml"),
+            "-e",
+            json.dumps(extra),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode != 0, output[-3000:]
+    assert expected in output.replace("\\n", " ").replace("  ", " "), output[-3000:]
