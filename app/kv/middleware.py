@@ -8,6 +8,7 @@ import time
 import uuid
 
 from django.conf import settings
+from django.http import JsonResponse
 
 from .errors import classify, json_error
 from .logjson import request_id
@@ -31,7 +32,7 @@ class RequestContextMiddleware:
         reset = request_id.set(rid)
         request.kv_log = {}
         try:
-            response = self._bad_path(request) or self.get_response(request)
+            response = self.get_response(request)
             response["X-KV-Instance"] = self.instance
             response["X-Request-ID"] = rid
             if self.access:
@@ -40,23 +41,10 @@ class RequestContextMiddleware:
         finally:
             request_id.reset(reset)
 
-    @staticmethod
-    def _bad_path(request):
-        # WSGI hands the path over as bytes decoded as latin-1; Django re-percent-encodes
-        # broken UTF-8 instead of refusing it, so a key would silently change.
-        raw = request.META.get("PATH_INFO", "")
-        try:
-            raw.encode("latin-1").decode("utf-8")
-        except UnicodeError:
-            return json_error(400, "bad_key", "the path is not valid UTF-8")
-        return None
-
     def process_exception(self, request, exception):
         found = classify(exception)
         if found is not None:
             status, body = found
-            from django.http import JsonResponse
-
             return JsonResponse(body, status=status)
         error_log.error("unhandled exception", exc_info=exception,
                         extra={"ecs": {"url.path": request.path}})
