@@ -19,12 +19,13 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 import yaml
 
-from . import nginx_log_lines
+from . import lab_samples, nginx_log_lines
 from .conftest import HERE, REPO
 from .grok import to_regex
 from .logstash_config import branches_by_value, parse, unresolved_reads
@@ -95,17 +96,41 @@ def _run_app(*args: str, python: str = sys.executable) -> list[str]:
     return lines
 
 
+@functools.cache
+def _lab_dir() -> tuple[Path | None, str]:
+    """Directory of lines captured from the lab, and where they came from."""
+    given = os.environ.get("KV_LAB_LOG_SAMPLES")
+    if given:
+        return Path(given), f"KV_LAB_LOG_SAMPLES={given}"
+    dest = Path(tempfile.mkdtemp(prefix="kv-lab-logs-"))
+    found = lab_samples.capture(dest)
+    if not found:
+        return None, "no running lab (containers kvlab-app1, kvlab-lb1, kvlab-pg1) had log lines"
+    return dest, "the running lab: " + ", ".join(f"{n} from {c}" for n, c in found.items())
+
+
 def sample_sets() -> list[tuple[str, str, str]]:
     """(log type, origin, text) of every sample set that does not need the app's Python."""
     out = []
     for log_type, name in SAMPLE_FILES.items():
         out.append((log_type, f"tests/elk/fixtures/{name}", (FIXTURES / name).read_text()))
-    lab = os.environ.get("KV_LAB_LOG_SAMPLES")
-    if lab:
-        found = [(t, Path(lab) / n) for t, n in SAMPLE_FILES.items() if (Path(lab) / n).exists()]
-        assert found, f"KV_LAB_LOG_SAMPLES={lab} holds none of {sorted(SAMPLE_FILES.values())}"
-        out += [(t, str(f), f.read_text()) for t, f in found]
+    lab, _ = _lab_dir()
+    if lab is not None:
+        found = [(t, lab / n) for t, n in SAMPLE_FILES.items() if (lab / n).exists()]
+        assert found, f"{lab} holds none of {sorted(SAMPLE_FILES.values())}"
+        out += [(t, f"lab:{f}", f.read_text()) for t, f in found]
     return out
+
+
+def test_lab_lines_were_checked():
+    """Visible in the summary: whether lines of the running lab were checked too."""
+    lab, origin = _lab_dir()
+    if lab is None:
+        pytest.skip(
+            f"lab log lines NOT checked: {origin}; set KV_LAB_LOG_SAMPLES=DIR "
+            "(python tests/elk/lab_samples.py DIR) or run with the lab up"
+        )
+    assert any((lab / n).exists() for n in SAMPLE_FILES.values()), origin
 
 
 @pytest.fixture(scope="module")
