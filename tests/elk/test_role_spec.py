@@ -59,23 +59,23 @@ PREFLIGHT_PLAY = """
 """
 
 
-@pytest.mark.parametrize(
-    ("extra", "expected"),
-    [
-        (
-            {"elk_elastic_password": "changeme"},
-            "elk_elastic_password is empty, shorter than 6 characters or a placeholder",
-        ),
-        (
-            {"elk_logstash_writer_password": ""},
-            'elk_logstash_writer_password: "{{ vault_logstash_writer_password }}"',
-        ),
-        ({"elk_major_version": 7}, "elk_major_version must be 8 or 9"),
-    ],
-    ids=["placeholder-password", "empty-password", "major-7"],
-)
-def test_preflight_refuses_with_a_message_that_says_what_to_set(tmp_path, extra, expected):
-    play = tmp_path / "preflight.yml"
+CASES = {
+    "placeholder-password": (
+        {"elk_elastic_password": "changeme"},
+        "elk_elastic_password is empty, shorter than 6 characters or a placeholder",
+    ),
+    "empty-password": (
+        {"elk_logstash_writer_password": ""},
+        'elk_logstash_writer_password: "{{ vault_logstash_writer_password }}"',
+    ),
+    "major-7": ({"elk_major_version": 7}, "elk_major_version must be 8 or 9"),
+}
+
+
+@pytest.fixture(scope="module")
+def preflight_runs(tmp_path_factory) -> dict[str, tuple[int, str]]:
+    """Run the preflight once per case, all cases in parallel."""
+    play = tmp_path_factory.mktemp("preflight") / "preflight.yml"
     play.write_text(PREFLIGHT_PLAY)
     env = {
         **os.environ,
@@ -84,21 +84,27 @@ def test_preflight_refuses_with_a_message_that_says_what_to_set(tmp_path, extra,
         "ANSIBLE_CALLBACKS_ENABLED": "ansible.builtin.timer",
         "ANSIBLE_CALLBACK_RESULT_FORMAT": "json",
     }
-    done = subprocess.run(
-        [
-            _playbook(),
-            str(play),
-            "-i",
-            str(HERE / "inventory" / "lab.yml"),
-            "-e",
-            json.dumps(extra),
-        ],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    output = done.stdout + done.stderr
-    assert done.returncode != 0, output[-3000:]
+    inventory = str(HERE / "inventory" / "lab.yml")
+    running = {
+        case: subprocess.Popen(
+            [_playbook(), str(play), "-i", inventory, "-e", json.dumps(extra)],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for case, (extra, _) in CASES.items()
+    }
+    return {
+        case: (proc.wait(timeout=120) and proc.returncode, proc.stdout.read())
+        for case, proc in running.items()
+    }
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_preflight_refuses_with_a_message_that_says_what_to_set(preflight_runs, case):
+    returncode, output = preflight_runs[case]
+    assert returncode != 0, output[-3000:]
+    expected = CASES[case][1]
     assert expected in output.replace("\\n", " ").replace("  ", " "), output[-3000:]
