@@ -96,10 +96,11 @@ def preflight_runs(tmp_path_factory) -> dict[str, tuple[int, str]]:
         )
         for case, (extra, _) in CASES.items()
     }
-    return {
-        case: (proc.wait(timeout=120) and proc.returncode, proc.stdout.read())
-        for case, proc in running.items()
-    }
+    out = {}
+    for case, proc in running.items():
+        output, _ = proc.communicate(timeout=120)
+        out[case] = (proc.returncode, output)
+    return out
 
 
 @pytest.mark.parametrize("case", list(CASES))
