@@ -71,6 +71,7 @@ def has(doc: dict, p: tuple[str, ...]) -> bool:
     return True
 
 
+@functools.cache
 def _app_python() -> str | None:
     candidates = [
         os.environ.get("KV_APP_PYTHON"),
@@ -86,6 +87,7 @@ def _app_python() -> str | None:
     return None
 
 
+@functools.cache
 def _run_app(*args: str, python: str = sys.executable) -> list[str]:
     done = subprocess.run(
         [python, str(HERE / "app_log_lines.py"), *args], capture_output=True, text=True, timeout=60
