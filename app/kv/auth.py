@@ -11,11 +11,10 @@ import hashlib
 import threading
 import time
 
+from django.conf import settings
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.permissions import SAFE_METHODS, BasePermission
-
-from django.conf import settings
 
 SCOPES = ("read", "write")
 _MAX_CACHE = 10000

@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from django.core.exceptions import ImproperlyConfigured
 
 NODE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+ADDR_RE = re.compile(
+    r"^\[(?P<h6>[0-9A-Fa-f:.]+)\](?::(?P<p6>\d+))?$|^(?P<h>[^:\[\]]+)(?::(?P<p>\d+))?$"
+)
 TRUE = {"1", "true", "yes", "on"}
 FALSE = {"0", "false", "no", "off", ""}
 
@@ -53,8 +56,7 @@ def parse_nodes(spec: str) -> list[Node]:
         if not sep or not NODE_NAME_RE.match(name) or name == "default":
             raise ImproperlyConfigured(f"KV_DB_NODES: bad node name in {item!r}")
         addr = addr.strip()
-        m = re.match(r"^\[(?P<h6>[0-9A-Fa-f:.]+)\](?::(?P<p6>\d+))?$|^(?P<h>[^:\[\]]+)(?::(?P<p>\d+))?$",
-                     addr)
+        m = ADDR_RE.match(addr)
         if not m:
             raise ImproperlyConfigured(f"KV_DB_NODES: bad address in {item!r}")
         host = m.group("h6") or m.group("h")
@@ -65,7 +67,8 @@ def parse_nodes(spec: str) -> list[Node]:
             raise ImproperlyConfigured(f"KV_DB_NODES: duplicate node name {name!r}")
         nodes.append(Node(name, host, port))
     if not nodes:
-        raise ImproperlyConfigured("KV_DB_NODES is empty: list every PostgreSQL node, name=host:port")
+        raise ImproperlyConfigured(
+            "KV_DB_NODES is empty: list every PostgreSQL node, name=host:port")
     return nodes
 
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import logging
 
-from rest_framework import exceptions
-from rest_framework.response import Response
-
 from django.core.exceptions import PermissionDenied, RequestDataTooBig, SuspiciousOperation
 from django.db import DatabaseError, Error
 from django.http import Http404, JsonResponse
+from rest_framework import exceptions
+from rest_framework.response import Response
 
 from .consistency import InvalidInput
 from .parsers import ValueTooLarge

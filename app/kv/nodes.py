@@ -17,6 +17,7 @@ primary on its higher timeline.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -180,10 +181,8 @@ def on_node(alias: str, fn, *args):
 
 
 def _close(conn) -> None:
-    try:
+    with contextlib.suppress(Exception):
         conn.close()
-    except Exception:  # noqa: BLE001 - closing a broken connection may fail again
-        pass
 
 
 def _short(exc: BaseException) -> str:
@@ -219,7 +218,7 @@ class Cluster:
         ttl = settings.KV["NODE_CACHE_TTL"] if max_age is None else max_age
         st = self._state
         if st is not None and time.monotonic() - st.taken_at < ttl:
-            return self._with_failures(st)
+            return st
         if self._lock.acquire(blocking=st is None):
             try:
                 st = self._state
@@ -227,29 +226,25 @@ class Cluster:
                     st = self._refresh()
             finally:
                 self._lock.release()
-        return self._with_failures(self._state or st)
+        return self._state or st
 
     def invalidate(self) -> None:
         self._state = None
 
     def mark_failed(self, name: str) -> None:
-        """A query on ``name`` just failed: skip it until the next probe."""
+        """A query on ``name`` just failed: try it last until the next probe."""
         self._failed[name] = time.monotonic()
 
-    # -- internals
-    def _with_failures(self, st: ClusterState) -> ClusterState:
-        if not self._failed:
-            return st
-        recent = {n for n, t in self._failed.items() if t > st.taken_at}
-        if not recent:
-            self._failed.clear()
-            return st
-        nodes = {}
-        for name, s in st.nodes.items():
-            if name in recent and s.eligible:
-                s = NodeStatus(**{**s.__dict__, "eligible": False, "reason": "query failed"})
-            nodes[name] = s
-        return ClusterState(**{**st.__dict__, "nodes": nodes})
+    def order(self, names: list[str]) -> list[str]:
+        """Random order (spreads load), nodes that failed since the last probe last."""
+        st = self._state
+        since = st.taken_at if st is not None else 0.0
+        suspect = {n for n, t in list(self._failed.items()) if t >= since}
+        fresh = [n for n in names if n not in suspect]
+        tail = [n for n in names if n in suspect]
+        random.shuffle(fresh)
+        random.shuffle(tail)
+        return fresh + tail
 
     def _refresh(self) -> ClusterState:
         timeout = settings.KV["READ_TIMEOUT"]
@@ -269,7 +264,7 @@ class Cluster:
                 results[name] = fut.result(timeout=max(0.0, deadline - time.monotonic()))
             except FutureTimeout:
                 nodes[name].error = f"probe timed out after {timeout}s"
-            except Exception as exc:  # noqa: BLE001 - any failure makes the node unreachable
+            except Exception as exc:
                 nodes[name].error = _short(exc)
         st = self._build(nodes, results)
         self._state = st
@@ -370,7 +365,4 @@ CLUSTER = Cluster()
 
 
 def pick(names: list[str]) -> list[str]:
-    """Spread load: a random order."""
-    out = list(names)
-    random.shuffle(out)
-    return out
+    return CLUSTER.order(names)

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from rest_framework.parsers import BaseParser
-
 from django.conf import settings
+from rest_framework.parsers import BaseParser
 
 from .consistency import loads_strict
 

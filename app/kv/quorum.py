@@ -27,11 +27,12 @@ from . import metrics
 from .consistency import format_lsn, format_session_token, newest, parse_lsn, split_version
 from .models import KVItem
 from .nodes import CLUSTER, ClusterState, on_node, pick, pool
-from .routers import NoPrimary, routing
+from .routers import NodeRouter, NoPrimary, routing
 from .watchdog import WATCHDOG
 
 log = logging.getLogger("kv.quorum")
 
+WRITE_SQL = "SELECT * FROM kv_write(%s, %s, %s::jsonb, %s, %s::bigint[], %s, %s)"
 CANCELLED_WAIT = "canceling wait for synchronous replication"
 
 
@@ -137,7 +138,7 @@ def read_quorum(key: str) -> ReadResult:
             name = pending.pop(fut)
             try:
                 row = fut.result()
-            except Exception as exc:  # noqa: BLE001 - one node's failure is an outcome
+            except Exception as exc:
                 outcomes[name] = _node_failed(name, "read", "quorum", exc)
                 CLUSTER.mark_failed(name)
                 submit()
@@ -176,32 +177,28 @@ def read_primary(key: str) -> ReadResult:
 
 
 def read_one(key: str, max_lag: float) -> ReadResult:
-    """A standby chosen by the router (lag within max_lag), else the primary; one retry per node."""
+    """A standby chosen by the router (lag within max_lag), else the primary."""
     outcomes: dict[str, str] = {}
+    router = NodeRouter()
     for _ in range(len(settings.KV_NODES)):
-        with routing(max_lag=max_lag) as route:
+        with routing(max_lag=max_lag):
             try:
-                started = time.perf_counter()
-                try:
-                    rows = list(KVItem.objects.filter(pk=key)
-                                .values_list("value", "version", "deleted"))
-                finally:
-                    if route.chosen:
-                        metrics.NODE_READ_DURATION.labels(node=route.chosen).observe(
-                            time.perf_counter() - started)
+                name = router.db_for_read(KVItem)
             except NoPrimary:
                 break
-            except DatabaseError as exc:
-                name = route.chosen or "?"
-                outcomes[name] = _node_failed(name, "read", "one", exc)
-                CLUSTER.mark_failed(name)
-                try:
-                    connections[name].close()
-                except Exception:  # noqa: BLE001
-                    pass
-                continue
+        if name in outcomes:  # the router has no other standby: the primary is the fallback
+            primary = CLUSTER.state().primary
+            if primary is None or primary in outcomes:
+                break
+            name = primary
+        try:
+            row = on_node(name, _read_row, name, key)
+        except DatabaseError as exc:
+            outcomes[name] = _node_failed(name, "read", "one", exc)
+            CLUSTER.mark_failed(name)
+            continue
         metrics.count("read", "one", "ok")
-        return _result(rows[0] if rows else None, route.chosen)
+        return _result(row, name)
     metrics.count("read", "one", "unavailable")
     raise QuorumUnavailable("no node answered", 1, 0, outcomes or _unreachable_nodes(
         CLUSTER.state()))
@@ -256,7 +253,9 @@ def _write_nodes(state: ClusterState, standbys: int | None) -> dict:
 
 def write(op: str, key: str, value_json: str | None, cond: str, versions: list[int],
           level: str) -> WriteResult:
-    """``value_json`` is the encoded value (see ``encode_value``); ``op`` put|delete; ``cond`` none|match|match_any|none_match|create; ``level`` quorum|one."""
+    """Write at a level. ``value_json`` is the encoded value (see ``encode_value``);
+    ``op`` put|delete; ``cond`` none|match|match_any|none_match|create; ``level`` quorum|one.
+    """
     mop = "delete" if op == "delete" else "write"
     state = CLUSTER.state()
     q = state.quorum
@@ -277,8 +276,7 @@ def write(op: str, key: str, value_json: str | None, cond: str, versions: list[i
         try:
             with transaction.atomic(using=primary):
                 with conn.cursor() as cur:
-                    cur.execute("SELECT * FROM kv_write(%s, %s, %s::jsonb, %s, %s::bigint[], %s, %s)",
-                                params)
+                    cur.execute(WRITE_SQL, params)
                     status, version, created, standbys = cur.fetchone()
                 committing = True
         finally:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import random
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -55,8 +54,8 @@ class NodeRouter:
         if model._meta.model_name == "kvitem":
             max_lag = settings.KV["MAX_LAG"] if route is None or route.max_lag is None \
                 else route.max_lag
-            candidates = state.standbys(max_lag=max_lag)
-            choice = random.choice(candidates) if candidates else state.primary
+            candidates = CLUSTER.order(state.standbys(max_lag=max_lag))
+            choice = candidates[0] if candidates else state.primary
         else:
             choice = state.primary or next(iter(state.eligible()), None)
         if choice is None:

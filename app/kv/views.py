@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework.views import APIView
-
 from django.conf import settings
 from django.http import HttpResponse, JsonResponse
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework.views import APIView
 
 from . import metrics
 from .consistency import (
@@ -116,7 +114,8 @@ ERRORS = {400: ErrorSerializer, 401: ErrorSerializer, 403: ErrorSerializer,
 class KeyView(APIView):
     """One key: read, create or replace, delete."""
 
-    @extend_schema(parameters=READ_PARAMS, responses={200: ItemSerializer, **ERRORS})
+    @extend_schema(operation_id="kv_get", parameters=READ_PARAMS,
+                   responses={200: ItemSerializer, **ERRORS})
     def get(self, request, key):
         key = validate_key(key)
         token_header = request.META.get("HTTP_X_KV_TOKEN")
@@ -140,7 +139,7 @@ class KeyView(APIView):
             resp["X-KV-Node"] = res.node
         return resp
 
-    @extend_schema(parameters=WRITE_PARAMS, request=PutSerializer,
+    @extend_schema(operation_id="kv_put", parameters=WRITE_PARAMS, request=PutSerializer,
                    responses={200: ItemSerializer, 201: ItemSerializer, **ERRORS})
     def put(self, request, key):
         key = validate_key(key)
@@ -155,7 +154,8 @@ class KeyView(APIView):
         return _item(key, value, res.version, 201 if res.created else 200, res.node,
                      res.session_token)
 
-    @extend_schema(parameters=WRITE_PARAMS, responses={204: None, **ERRORS})
+    @extend_schema(operation_id="kv_delete", parameters=WRITE_PARAMS,
+                   responses={204: None, **ERRORS})
     def delete(self, request, key):
         key = validate_key(key)
         level = parse_write_level(request.GET.get("w"))
@@ -176,7 +176,7 @@ class KeyView(APIView):
 class CollectionView(APIView):
     """Create a key (the seed's form) or list keys by prefix."""
 
-    @extend_schema(parameters=WRITE_PARAMS, request=CreateSerializer,
+    @extend_schema(operation_id="kv_create", parameters=WRITE_PARAMS, request=CreateSerializer,
                    responses={201: ItemSerializer, 409: ErrorSerializer, **ERRORS})
     def post(self, request):
         level = parse_write_level(request.GET.get("w"))
@@ -190,6 +190,7 @@ class CollectionView(APIView):
         return resp
 
     @extend_schema(
+        operation_id="kv_list",
         parameters=[
             OpenApiParameter("prefix", str, required=False),
             OpenApiParameter("limit", int, required=False),
@@ -238,7 +239,8 @@ class CollectionView(APIView):
 class ClusterView(APIView):
     """Nodes, roles, timelines, replay positions, lag, health; k, W, R."""
 
-    @extend_schema(responses={200: ClusterSerializer, 401: ErrorSerializer})
+    @extend_schema(operation_id="cluster", responses={200: ClusterSerializer,
+                                                      401: ErrorSerializer})
     def get(self, request):
         fresh = request.GET.get("fresh") in ("1", "true")
         body = CLUSTER.state(max_age=0 if fresh else None).public()

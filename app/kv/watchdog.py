@@ -72,7 +72,7 @@ class Watchdog:
                 self._fired.add(token)
                 try:
                     cancel()
-                except Exception:  # noqa: BLE001 - a failed cancel must not kill the thread
+                except Exception:
                     log.exception("cancel request failed")
 
 

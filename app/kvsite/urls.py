@@ -1,12 +1,9 @@
-from django_prometheus.exports import ExportToDjangoView
-from drf_spectacular.views import SpectacularAPIView
-
 from django.conf import settings
 from django.urls import path, register_converter
-
+from django_prometheus.exports import ExportToDjangoView
+from drf_spectacular.views import SpectacularAPIView
 from kv import views
 from kv.auth import BearerTokenAuthentication, HasScope
-
 
 
 class AnyKey:

@@ -6,6 +6,7 @@ environment), so it is started in pytest_configure and stopped in pytest_unconfi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import time
@@ -50,9 +51,10 @@ def pytest_configure(config):
 
     django.setup()
     call_command("migrate", database="default", verbosity=0)
-    for name, token, scopes in TOKENS.values():
-        call_command("kv_token", "create", "--name", name, "--token", token, "--scopes", scopes,
-                     stdout=open(os.devnull, "w"))
+    with open(os.devnull, "w") as devnull:
+        for name, token, scopes in TOKENS.values():
+            call_command("kv_token", "create", "--name", name, "--token", token,
+                         "--scopes", scopes, stdout=devnull)
 
 
 def pytest_unconfigure(config):
@@ -93,10 +95,8 @@ def restore(cluster):
         if not cluster.is_running(node):
             cluster.start(node)
     for node in cluster.nodes[1:]:
-        try:
+        with contextlib.suppress(Exception):
             cluster.sql(node, "SELECT pg_wal_replay_resume()")
-        except Exception:  # noqa: BLE001 - a node may still be starting
-            pass
     cluster.wait_streaming(len(cluster.nodes) - 1)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:

@@ -10,6 +10,7 @@ CLI (used by bench.sh):  python -m tests.pgcluster start DIR  |  stop DIR
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
@@ -53,7 +54,8 @@ def _as_pg(cmd: list[str]) -> list[str]:
 def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
     res = subprocess.run(_as_pg(cmd), capture_output=True, text=True, timeout=120, **kw)
     if res.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")
+        raise RuntimeError(
+            f"{' '.join(cmd)} failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")
     return res
 
 
@@ -89,8 +91,8 @@ class PgCluster:
             os.chown(base, pw.pw_uid, pw.pw_gid)
         ports = _free_ports(1 + standbys)
         names = ["p1"] + [f"s{i}" for i in range(1, standbys + 1)]
-        cluster = cls(base, [PgNode(n, p, os.path.join(base, n)) for n, p in zip(names, ports)],
-                      k, fsync)
+        nodes = [PgNode(n, p, os.path.join(base, n)) for n, p in zip(names, ports, strict=True)]
+        cluster = cls(base, nodes, k, fsync)
         cluster._init_primary()
         for node in cluster.nodes[1:]:
             cluster._init_standby(node)
@@ -203,10 +205,8 @@ log_min_messages = warning
     def destroy(self) -> None:
         for node in self.nodes:
             if os.path.isdir(node.datadir) and self.is_running(node):
-                try:
+                with contextlib.suppress(RuntimeError):
                     self.stop(node, "immediate")
-                except RuntimeError:
-                    pass
         shutil.rmtree(self.base, ignore_errors=True)
 
     # ---------------------------------------------------------------- helpers for tests

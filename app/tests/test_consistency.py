@@ -3,7 +3,6 @@
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
 from kv import consistency as c
 from kv.config import parse_nodes
 

@@ -1,6 +1,7 @@
 """The app served by real gunicorn workers: metrics aggregated across processes, JSON logs,
 the instance header, raw hostile requests, concurrent conditional writers over HTTP."""
 
+import contextlib
 import json
 import os
 import signal
@@ -39,7 +40,7 @@ def server():
     env = {**os.environ, "KV_PORT": str(port), "KV_WORKERS": "3", "KV_THREADS": "2",
            "PROMETHEUS_MULTIPROC_DIR": metrics_dir, "KV_INSTANCE": f"127.0.0.1:{port}",
            "KV_LOG_LEVEL": "INFO", "KV_GRACEFUL_TIMEOUT": "5"}
-    log = open(log_path, "w")
+    log = open(log_path, "w")  # noqa: SIM115 - stays open while the server runs
     proc = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "kvsite.wsgi:application"],
         cwd=APP_DIR, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -105,10 +106,8 @@ def test_metrics_aggregate_across_worker_processes(server):
 
     # a worker that dies keeps its counts (child_exit marks it dead; gunicorn replaces it)
     worker_pid = int(sorted(pids)[0])
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(worker_pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     time.sleep(1.0)
     assert scrape(base)[label] - before == n
 

@@ -56,7 +56,7 @@ def upsert(name: str, token: str, scopes: str) -> bool:
         return True
 
 
-def CLUSTER_PRIMARY() -> str:  # noqa: N802 - reads like a constant at the call site
+def CLUSTER_PRIMARY() -> str:
     primary = CLUSTER.state(max_age=0).primary
     if primary is None:
         raise CommandError("no PostgreSQL primary is reachable")

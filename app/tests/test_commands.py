@@ -1,0 +1,113 @@
+"""Management commands and the production settings check."""
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from tests.conftest import make_client
+
+APP_DIR = Path(__file__).resolve().parent.parent
+
+
+def run(*args, stdin=None):
+    out = io.StringIO()
+    old = sys.stdin
+    if stdin is not None:
+        sys.stdin = io.StringIO(stdin)
+    try:
+        call_command("kv_token", *args, stdout=out)
+    finally:
+        sys.stdin = old
+    return out.getvalue().strip()
+
+
+def test_kv_token_create_is_idempotent_and_works():
+    from django.test import Client
+    from kv.auth import clear_cache
+
+    token = "tok-" + "a" * 30
+    assert run("create", "--name", "cmd-test", "--token", token, "--scopes", "read") == "changed"
+    assert run("create", "--name", "cmd-test", "--token", token, "--scopes", "read") == \
+        "unchanged"
+    assert run("create", "--name", "cmd-test", "--token", token, "--scopes", "read,write") == \
+        "changed"
+    assert run("create", "--name", "cmd-test", "--token", token, "--scopes", "write,read") == \
+        "unchanged"
+    clear_cache()
+    c = Client(headers={"Authorization": f"Bearer {token}"})
+    assert c.put("/api/kv/cmd-key", {"value": 1}, content_type="application/json").status_code \
+        in (200, 201)
+    # rotating the token: the old one stops working
+    assert run("create", "--name", "cmd-test", "--token-stdin", "--scopes", "read,write",
+               stdin="tok-" + "b" * 30 + "\n") == "changed"
+    clear_cache()
+    assert c.get("/api/kv/cmd-key").status_code == 401
+    listed = [json.loads(line) for line in run("list").splitlines()]
+    assert {"name": "cmd-test", "scopes": ["read", "write"]}.items() <= next(
+        t for t in listed if t["name"] == "cmd-test").items()
+    assert all("token" not in t and "token_sha256" not in t for t in listed)
+    assert run("revoke", "--name", "cmd-test") == "changed"
+    assert run("revoke", "--name", "cmd-test") == "unchanged"
+
+
+@pytest.mark.parametrize("args", [
+    ("create", "--name", "x", "--token", "short", "--scopes", "read"),
+    ("create", "--name", "x", "--token", "a" * 20, "--scopes", "admin"),
+    ("create", "--name", "bad name", "--token", "a" * 20, "--scopes", "read"),
+    ("create", "--name", "x", "--token", "a b" * 10, "--scopes", "read"),
+])
+def test_kv_token_refuses_bad_input(args):
+    with pytest.raises(CommandError):
+        run(*args)
+
+
+def test_kv_token_sync():
+    from tests.conftest import TOKENS
+
+    keep = [{"name": n, "token": t, "scopes": s.split(",")} for n, t, s in TOKENS.values()]
+    extra = {"name": "sync-extra", "token": "sync-" + "c" * 30, "scopes": "read"}
+    assert run("sync", stdin=json.dumps([*keep, extra])) == "changed"
+    assert run("sync", stdin=json.dumps([*keep, extra])) == "unchanged"
+    assert run("sync", stdin=json.dumps(keep)) == "changed"  # sync-extra revoked
+    assert "sync-extra" not in run("list")
+    assert make_client("rw").get("/api/cluster").status_code == 200
+
+
+def test_benchmark_db():
+    make_client("rw").put("/api/kv/benchmark-db-key", {"value": 1},
+                          content_type="application/json")
+    out = io.StringIO()
+    call_command("benchmark_db", "--count", "50", "--warmup", "5", "--json", stdout=out)
+    rows = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert {r["node"] for r in rows} == {"p1", "s1", "s2"}
+    assert all(r["p50_ms"] > 0 for r in rows)
+    assert {r["role"] for r in rows} == {"primary", "standby"}
+
+
+def test_check_deploy_is_clean():
+    env = {**os.environ, "DJANGO_DEBUG": "false", "DJANGO_ALLOWED_HOSTS": "kv.example.org"}
+    res = subprocess.run([sys.executable, "manage.py", "check", "--deploy", "--fail-level",
+                          "WARNING"], cwd=APP_DIR, env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "no issues" in res.stdout
+
+
+def test_no_missing_migrations():
+    res = subprocess.run([sys.executable, "manage.py", "makemigrations", "--check", "--dry-run"],
+                         cwd=APP_DIR, env=os.environ, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_settings_refuse_missing_secret():
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SECRET_KEY"}
+    res = subprocess.run([sys.executable, "manage.py", "check"], cwd=APP_DIR, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode != 0 and "DJANGO_SECRET_KEY" in res.stderr
