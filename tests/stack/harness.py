@@ -431,6 +431,7 @@ def probe_workers_free(lab: Lab, ctx: dict, until: float) -> dict:
     failures = []
     quorum: list[tuple[int, float]] = []
     one: list[tuple[int, float]] = []
+    # one key per level: a quorum write waiting for its standbys holds its row's lock
     key = f"probe-{uuid.uuid4().hex[:8]}"
     while time.monotonic() < until:
         t0 = time.monotonic()
@@ -444,7 +445,7 @@ def probe_workers_free(lab: Lab, ctx: dict, until: float) -> dict:
         for level, out in (("quorum", quorum), ("one", one)):
             t0 = time.monotonic()
             try:
-                r = s.put(f"{lab.base}/api/kv/{key}", params={"w": level},
+                r = s.put(f"{lab.base}/api/kv/{key}-{level}", params={"w": level},
                           json={"value": uuid.uuid4().hex}, timeout=30)
                 out.append((r.status_code, time.monotonic() - t0))
             except requests.RequestException:

@@ -38,7 +38,7 @@ def test_fault(lab, workload, name):
     assert report["quorum_writes_ok"] > 0, "no quorum write succeeded in the whole run"
     if name == "both_standbys_stopped":
         probe = report["probe"]
-        deadline = workload.write_timeout + 2.0
+        deadline = workload.write_timeout + 1.5
         assert probe["quorum_writes"], "the probe made no quorum write during the fault"
         slow = [(s, t) for s, t in probe["quorum_writes"] if t > deadline]
         assert not slow, f"quorum writes answered after the {deadline}s deadline: {slow}"
