@@ -21,7 +21,9 @@ REPORTS: list[dict] = []
 
 @pytest.fixture(scope="module")
 def workload(lab) -> harness.Workload:
-    return harness.Workload(write_timeout=lab.write_timeout())
+    return harness.Workload(write_timeout=lab.write_timeout(),
+                            clients=int(harness.env_float("KV_CHAOS_CLIENTS", 6)),
+                            rate=harness.env_float("KV_CHAOS_RATE", 150.0))
 
 
 def _verdict(report: dict) -> str:
