@@ -88,8 +88,8 @@ def renders(tmp_path_factory) -> dict[str, Render]:
             name=name,
             returncode=proc.returncode,
             log=log,
-            files=json.loads(out.read_text()) if ok else {},
-            api=json.loads(Path(f"{out}.api.json").read_text()) if ok else {},
+            files=json.loads(out.read_text())["files"] if ok else {},
+            api=json.loads(out.read_text())["api"] if ok else {},
         )
     return results
 
