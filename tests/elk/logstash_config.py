@@ -427,6 +427,7 @@ class BranchFields:
     merged_targets: list[tuple[str, ...]] = field(default_factory=list)
     grok_patterns: list[str] = field(default_factory=list)
     converts: list[tuple[tuple[str, ...], str]] = field(default_factory=list)
+    dates: list[tuple[tuple[str, ...], list[str]]] = field(default_factory=list)
 
     def read(self, ref: str, where: str):
         self.reads.append(Read(path(ref), where))
@@ -458,6 +459,7 @@ def _plugin_fields(p: Plugin, bf: BranchFields):
         match = p.get("match") or []
         if match:
             bf.read(match[0], where)
+            bf.dates.append((path(match[0]), list(match[1:])))
         bf.write(p.get("target", "@timestamp"))
         _sprintf_reads(p.get("timezone"), bf, where)
     elif p.name == "grok":
@@ -565,3 +567,37 @@ def unresolved_reads(bf: BranchFields, provided: set[tuple[str, ...]]) -> list[t
         else:
             out.append((r, None))
     return out
+
+
+_JODA = [
+    ("yyyy", "%Y"),
+    ("MM", "%m"),
+    ("dd", "%d"),
+    ("HH", "%H"),
+    ("mm", "%M"),
+    ("ss", "%S"),
+    ("SSS", "%f"),
+    ("Z", "%z"),
+]
+
+
+def parses_as_date(value: str, formats: list[str]) -> bool:
+    """Whether one of a date filter's formats (ISO8601, UNIX, UNIX_MS or a Joda pattern made of
+    the usual letters) reads value."""
+    from datetime import datetime
+
+    for fmt in formats:
+        try:
+            if fmt == "ISO8601":
+                datetime.fromisoformat(value.replace("Z", "+00:00").replace(",", "."))
+            elif fmt in ("UNIX", "UNIX_MS"):
+                float(value)
+            else:
+                py = fmt
+                for joda, c in _JODA:
+                    py = py.replace(joda, c)
+                datetime.strptime(value, py)
+            return True
+        except ValueError:
+            continue
+    return False

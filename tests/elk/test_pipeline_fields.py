@@ -28,7 +28,7 @@ import yaml
 from . import lab_samples, nginx_log_lines
 from .conftest import HERE, REPO
 from .grok import to_regex
-from .logstash_config import branches_by_value, parse, unresolved_reads
+from .logstash_config import branches_by_value, parse, parses_as_date, path, unresolved_reads
 
 FIXTURES = HERE / "fixtures"
 SAMPLE_FILES = {"app": "app.jsonl", "nginx": "nginx.jsonl", "postgresql": "postgresql.log"}
@@ -214,6 +214,15 @@ def check_json_lines(log_type: str, origin: str, text: str, branches, *, partial
 
     # Numbers are numbers: what the pipeline converts to integer holds an integer.
     prefix = next(iter(bf.json_targets), ())
+    # Dates are dates: the date filter's formats read every line's time.
+    for p, formats in bf.dates:
+        line_path = p[len(prefix) :] if prefix and p[: len(prefix)] == prefix else p
+        for n, doc in docs:
+            if has(doc, line_path):
+                value = str(lookup(doc, line_path))
+                assert parses_as_date(value, formats), (
+                    f"{origin}:{n}: {'.'.join(line_path)} = {value!r} matches none of {formats}"
+                )
     for p, kind in bf.converts:
         line_path = p[len(prefix) :] if p[: len(prefix)] == prefix and prefix else p
         for n, doc in docs:
@@ -245,8 +254,15 @@ def check_postgresql(origin: str, text: str, branches, filebeat_inputs) -> None:
     regexes = [to_regex(p) for p in bf.grok_patterns]
     for event in events:
         message = "\n".join(event)
-        matched = [names for rx, names in regexes if rx.match(message)]
+        matched = [(rx.match(message), names) for rx, names in regexes if rx.match(message)]
         assert matched, f"{origin}: no grok pattern of the postgresql branch matches {event[0]!r}"
+        m, names = matched[0]
+        captured = {path(names[g]): v for g, v in m.groupdict().items() if v is not None}
+        for p, formats in bf.dates:
+            assert p in captured, f"{origin}: the date filter reads {p}, which grok does not set"
+            assert parses_as_date(captured[p], formats), (
+                f"{origin}: {captured[p]!r} matches none of {formats}"
+            )
     assert unresolved_reads(bf, FILEBEAT_FIELDS) == []
 
 

@@ -128,3 +128,25 @@ def test_preflight_refuses_with_a_message_that_says_what_to_set(preflight_runs, 
     failure = preflight_runs[case]
     assert failure, f"the preflight accepted {CASES[case][0]}"
     assert CASES[case][1] in failure, failure[-3000:]
+
+
+def test_molecule_scenario_uses_passwords_that_find_quoting_bugs():
+    """molecule/elk/molecule.yml: quotes, spaces, backticks and $ (written $$, which Molecule
+    turns into $) in every password."""
+    scenario = (REPO / "molecule" / "elk" / "molecule.yml").read_text()
+    assert re.search(r"\$(?!\$)[A-Za-z{]", scenario.replace("$$", "")) is None, (
+        "a single $ followed by a name: Molecule would substitute an environment variable"
+    )
+    group_vars = yaml.safe_load(scenario)["provisioner"]["inventory"]["group_vars"]["all"]
+    for name in (
+        "elk_elastic_password",
+        "elk_kibana_system_password",
+        "elk_logstash_writer_password",
+    ):
+        value = group_vars[name].replace("$$", "$")
+        for char in ("'", '"', "$", "`", " "):
+            assert char in value, f"{name} has no {char!r}"
+    platforms = yaml.safe_load(scenario)["platforms"]
+    for platform in platforms:
+        assert set(platform) == {"name", "groups"}, platform
+        assert platform["name"].startswith("elk-"), platform
