@@ -32,4 +32,20 @@ REPLICA_LAG_BYTES = Gauge(
 
 
 def count(op: str, level: str, outcome: str) -> None:
-    QUORUM_OPERATIONS.labels(op=op, level=level, outcome=outcome).inc()
+    key = (op, level, outcome)
+    child = _count_children.get(key)
+    if child is None:
+        child = _count_children[key] = QUORUM_OPERATIONS.labels(op=op, level=level,
+                                                                outcome=outcome)
+    child.inc()
+
+
+_read_children: dict[str, object] = {}
+_count_children: dict[tuple[str, str, str], object] = {}
+
+
+def observe_read(node: str, seconds: float) -> None:
+    child = _read_children.get(node)
+    if child is None:
+        child = _read_children[node] = NODE_READ_DURATION.labels(node=node)
+    child.observe(seconds)

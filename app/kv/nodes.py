@@ -237,6 +237,10 @@ class Cluster:
 
     def order(self, names: list[str]) -> list[str]:
         """Random order (spreads load), nodes that failed since the last probe last."""
+        if not self._failed:
+            out = list(names)
+            random.shuffle(out)
+            return out
         st = self._state
         since = st.taken_at if st is not None else 0.0
         suspect = {n for n, t in list(self._failed.items()) if t >= since}
@@ -268,7 +272,7 @@ class Cluster:
                 nodes[name].error = _short(exc)
         st = self._build(nodes, results)
         self._state = st
-        self._failed.clear()
+        self._failed = {}
         return st
 
     def _build(self, nodes: dict[str, NodeStatus], results: dict) -> ClusterState:

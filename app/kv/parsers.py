@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.conf import settings
+from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.parsers import BaseParser
 
 from .consistency import loads_strict
@@ -25,3 +26,11 @@ class StrictJSONParser(BaseParser):
         if len(raw) > limit:
             raise ValueTooLarge(f"the body is larger than {limit} bytes")
         return loads_strict(raw)
+
+
+class JSONOnlyNegotiation(DefaultContentNegotiation):
+    """Parsers are chosen as usual (so a wrong Content-Type is a 415); the answer is always
+    JSON, whatever Accept says, without parsing Accept on every request."""
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type

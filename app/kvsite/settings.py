@@ -150,6 +150,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["kv.auth.HasScope"],
     "DEFAULT_PARSER_CLASSES": ["kv.parsers.StrictJSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "kv.parsers.JSONOnlyNegotiation",
+    "DEFAULT_THROTTLE_CLASSES": [],  # rate limits live in nginx
     "EXCEPTION_HANDLER": "kv.errors.exception_handler",
     "UNAUTHENTICATED_USER": None,
     "UNAUTHENTICATED_TOKEN": None,

@@ -4,6 +4,7 @@ from django_prometheus.exports import ExportToDjangoView
 from drf_spectacular.views import SpectacularAPIView
 from kv import views
 from kv.auth import BearerTokenAuthentication, HasScope
+from rest_framework.negotiation import DefaultContentNegotiation
 
 
 class AnyKey:
@@ -25,7 +26,8 @@ urlpatterns = [
     path("api/kv/<kvkey:key>", views.KeyView.as_view()),
     path("api/cluster", views.ClusterView.as_view()),
     path("api/schema/", SpectacularAPIView.as_view(
-        authentication_classes=[BearerTokenAuthentication], permission_classes=[HasScope])),
+        authentication_classes=[BearerTokenAuthentication], permission_classes=[HasScope],
+        content_negotiation_class=DefaultContentNegotiation)),
     path("healthz", views.healthz),
     path("readyz", views.readyz),
     path("metrics", ExportToDjangoView),
