@@ -258,6 +258,11 @@ def check_postgresql(origin: str, text: str, branches, filebeat_inputs) -> None:
         assert matched, f"{origin}: no grok pattern of the postgresql branch matches {event[0]!r}"
         m, names = matched[0]
         captured = {path(names[g]): v for g, v in m.groupdict().items() if v is not None}
+        message_field = ("@metadata", "pg_message")
+        if message_field in captured:
+            assert captured[message_field].endswith(event[-1].split(":  ", 1)[-1]), (
+                f"{origin}: the message of {event[0]!r} loses its continuation lines"
+            )
         for p, formats in bf.dates:
             assert p in captured, f"{origin}: the date filter reads {p}, which grok does not set"
             assert parses_as_date(captured[p], formats), (
