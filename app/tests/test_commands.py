@@ -111,3 +111,20 @@ def test_settings_refuse_missing_secret():
     res = subprocess.run([sys.executable, "manage.py", "check"], cwd=APP_DIR, env=env,
                          capture_output=True, text=True, timeout=60)
     assert res.returncode != 0 and "DJANGO_SECRET_KEY" in res.stderr
+
+
+def test_purge_tombstones():
+    client = make_client("rw")
+    client.put("/api/kv/purge-me", {"value": 1}, content_type="application/json")
+    assert client.delete("/api/kv/purge-me").status_code == 204
+    from kv.models import KVItem
+
+    KVItem.objects.using("default").filter(pk="purge-me").update(
+        updated_at="2000-01-01T00:00:00Z")
+    out = io.StringIO()
+    call_command("kv_purge_tombstones", "--older-than", "3600", stdout=out)
+    assert out.getvalue().startswith("changed")
+    assert not KVItem.objects.using("default").filter(pk="purge-me").exists()
+    out = io.StringIO()
+    call_command("kv_purge_tombstones", "--older-than", "3600", stdout=out)
+    assert out.getvalue().strip() == "unchanged"
