@@ -12,7 +12,7 @@ import pytest
 
 from . import nginx_log_lines
 from .conftest import HERE
-from .logstash_config import Branch, Plugin, parse
+from .logstash_config import Branch, Plugin, branches_by_value, parse
 
 FIXTURES = HERE / "fixtures"
 
@@ -95,3 +95,27 @@ def test_nginx_durations_and_url(ruby_code):
             assert after["nginx"]["upstream"]["response_time"] == pytest.approx(sum(upstream))
         else:
             assert "upstream" not in after.get("nginx", {})
+
+
+def test_index_template_maps_numbers_as_numbers(renders):
+    """What the pipeline turns into numbers is mapped as a number, not as text."""
+    render = renders["lab-like"]
+    host = render.hosts_with("logstash-kv.conf")[0]
+    mappings = render.api[host]["index_template"]["template"]["mappings"]
+
+    def mapped(path):
+        node = mappings
+        for part in path:
+            node = node["properties"][part]
+        return node["type"]
+
+    cfg = parse(render.files[host]["logstash-kv.conf"])
+    numeric = {("event", "duration"), ("nginx", "upstream", "response_time")}
+    for bf in branches_by_value(cfg, "[fields][log_type]").values():
+        numeric |= {p for p, kind in bf.converts if kind in ("integer", "float")}
+    for p in sorted(numeric):
+        if p[0] == "@metadata":
+            continue
+        assert mapped(p) in ("long", "integer", "double", "float"), p
+    assert mapped(("@timestamp",)) == "date"
+    assert mapped(("http", "request", "id")) == "keyword"
