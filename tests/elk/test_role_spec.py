@@ -70,6 +70,11 @@ CASES = {
         'elk_logstash_writer_password: "{{ vault_logstash_writer_password }}"',
     ),
     "major-7": ({"elk_major_version": 7}, "elk_major_version must be 8 or 9"),
+    "heap-too-big": ({"elk_elasticsearch_heap_mb": 99999999}, "MiB does not fit in this host's"),
+    "max-map-count": (
+        {"elk_elasticsearch_max_map_count": 999999999, "elk_elasticsearch_manage_sysctl": False},
+        "Elasticsearch needs at least 999999999",
+    ),
 }
 
 
