@@ -1,0 +1,225 @@
+"""testinfra checks of the postgres_replication role: one primary, two quorum standbys, exporter."""
+
+import re
+import socket
+import struct
+import time
+
+import pytest
+
+PRIMARY = "postgres_replication-pg1"
+STANDBYS = ["postgres_replication-pg2", "postgres_replication-pg3"]
+APP_HOST = "postgres_replication-pg3"  # also in group app: the kv role may connect from it
+SERVICE = "postgres@15-main"
+APP_PASSWORD = "pa'ss \"w$rd `x` 1"
+
+testinfra_hosts = [PRIMARY] + STANDBYS
+
+
+def psql(host, sql, db="postgres", check=True):
+    """Run SQL as the postgres superuser over the local socket; rows as lists of fields."""
+    cmd = host.run("runuser -u postgres -- psql -X -q -A -t -F '|' -v ON_ERROR_STOP=1 -d %s -c %s", db, sql)
+    if check:
+        assert cmd.rc == 0, cmd.stderr
+    return [line.split("|") for line in cmd.stdout.splitlines() if line]
+
+
+def address(host):
+    return host.run("ip -4 -o addr show eth0 | awk '{print $4}' | cut -d/ -f1").stdout.strip()
+
+
+def metrics(host):
+    url = f"http://{address(host)}:9187/metrics"
+    cmd = host.run("python3 -c %s %s", "import sys,urllib.request;print(urllib.request.urlopen(sys.argv[1]).read().decode())", url)
+    assert cmd.rc == 0, cmd.stderr
+    return [line for line in cmd.stdout.splitlines() if line and not line.startswith("#")]
+
+
+def test_postgresql_running_and_enabled(host):
+    svc = host.service("postgresql@15-main")
+    assert svc.is_running
+    assert svc.is_enabled
+    assert host.file("/etc/postgresql/15/main/start.conf").contains("^auto")
+    exporter = host.service("prometheus-postgres-exporter")
+    assert exporter.is_running
+    assert exporter.is_enabled
+
+
+def test_role_of_each_node(host):
+    expected = "f" if host.backend.get_hostname() == PRIMARY else "t"
+    assert psql(host, "SELECT pg_is_in_recovery()") == [[expected]]
+
+
+def test_settings(host):
+    rows = dict(
+        psql(
+            host,
+            "SELECT name, setting FROM pg_settings WHERE name IN ('wal_level', 'wal_log_hints', "
+            "'hot_standby', 'password_encryption', 'synchronous_standby_names', 'max_slot_wal_keep_size')",
+        )
+    )
+    assert rows["wal_level"] == "replica"
+    assert rows["wal_log_hints"] == "on"
+    assert rows["hot_standby"] == "on"
+    assert rows["password_encryption"] == "scram-sha-256"
+    assert rows["max_slot_wal_keep_size"] != "-1"
+    assert rows["synchronous_standby_names"] == 'ANY 1 ("postgres_replication-pg2", "postgres_replication-pg3")'
+    assert psql(host, "SELECT count(*) FROM pg_settings WHERE pending_restart") == [["0"]]
+
+
+def test_standbys_stream_with_quorum(host):
+    if host.backend.get_hostname() != PRIMARY:
+        pytest.skip("checked on the primary")
+    rows = psql(host, "SELECT application_name, state, sync_state FROM pg_stat_replication ORDER BY 1")
+    assert rows == [[name, "streaming", "quorum"] for name in STANDBYS]
+    slots = psql(host, "SELECT slot_name, slot_type, active FROM pg_replication_slots ORDER BY 1")
+    assert slots == [[name.replace("-", "_"), "physical", "t"] for name in STANDBYS]
+
+
+def test_remote_apply_write_is_on_the_standbys(host):
+    if host.backend.get_hostname() != PRIMARY:
+        pytest.skip("written on the primary")
+    token = f"row-{time.time_ns()}"
+    psql(
+        host,
+        "SET ROLE kv; CREATE TABLE IF NOT EXISTS pgr_check (v text);"
+        f"BEGIN; SET LOCAL synchronous_commit = remote_apply; INSERT INTO pgr_check VALUES ('{token}'); COMMIT;",
+        db="kv",
+    )
+    seen = []
+    for name in STANDBYS:
+        standby = host.get_host(f"docker://{name}")
+        seen.append(psql(standby, f"SELECT count(*) FROM pgr_check WHERE v = '{token}'", db="kv") == [["1"]])
+    # ANY 1: the commit returned once at least one standby had applied it.
+    assert any(seen), seen
+    for name in STANDBYS:
+        standby = host.get_host(f"docker://{name}")
+        for _ in range(20):
+            if psql(standby, f"SELECT count(*) FROM pgr_check WHERE v = '{token}'", db="kv") == [["1"]]:
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail(f"{name} never replayed the row")
+
+
+def test_passwords_are_scram(host):
+    if host.backend.get_hostname() != PRIMARY:
+        pytest.skip("checked on the primary")
+    rows = psql(
+        host,
+        "SELECT rolname, rolpassword LIKE 'SCRAM-SHA-256$%' FROM pg_authid "
+        "WHERE rolname IN ('kv', 'replicator', 'postgres_exporter') ORDER BY 1",
+    )
+    assert rows == [["kv", "t"], ["postgres_exporter", "t"], ["replicator", "t"]]
+
+
+def test_kv_role_owns_its_database_and_nothing_more(host):
+    if host.backend.get_hostname() != PRIMARY:
+        pytest.skip("checked on the primary")
+    assert psql(host, "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'kv'") == [["kv"]]
+    assert psql(
+        host,
+        "SELECT rolsuper, rolcreatedb, rolcreaterole, rolreplication, rolbypassrls FROM pg_roles WHERE rolname = 'kv'",
+    ) == [["f", "f", "f", "f", "f"]]
+    assert psql(host, "SELECT count(*) FROM pg_auth_members WHERE member = 'kv'::regrole") == [["0"]]
+    assert psql(
+        host,
+        "SELECT has_database_privilege('postgres_exporter', 'kv', 'CONNECT'), "
+        "has_database_privilege('replicator', 'kv', 'CONNECT')",
+    ) == [["f", "f"]]
+    assert psql(host, "SELECT pg_has_role('postgres_exporter', 'pg_monitor', 'MEMBER')") == [["t"]]
+
+
+def _startup_reply(addr, user, database):
+    """Send a PostgreSQL startup packet; return the server's first message (type, text)."""
+    params = b"".join(k.encode() + b"\0" + v.encode() + b"\0" for k, v in (("user", user), ("database", database)))
+    body = struct.pack("!I", 196608) + params + b"\0"
+    with socket.create_connection((addr, 5432), timeout=5) as sock:
+        sock.sendall(struct.pack("!I", len(body) + 4) + body)
+        kind = sock.recv(1)
+        length = struct.unpack("!I", sock.recv(4))[0]
+        payload = b""
+        while len(payload) < length - 4:
+            payload += sock.recv(length - 4 - len(payload))
+    return kind, payload.decode(errors="replace")
+
+
+def test_pg_hba_rejects_a_host_outside_the_inventory(host):
+    """The docker host (the controller) is no inventory host: refused before any password."""
+    if host.backend.get_hostname() != PRIMARY:
+        pytest.skip("checked on the primary")
+    for user, database in (("kv", "kv"), ("replicator", "replication"), ("postgres_exporter", "postgres")):
+        kind, text = _startup_reply(address(host), user, database)
+        assert kind == b"E", (kind, text)
+        assert "no pg_hba.conf entry" in text, text
+
+
+def test_pg_hba_and_passwords_from_the_inventory(host):
+    if host.backend.get_hostname() not in STANDBYS:
+        pytest.skip("checked from the standbys")
+    primary = address(host.get_host(f"docker://{PRIMARY}"))
+    me = host.backend.get_hostname()
+    # Replication with the stored (quoted, escaped) password works; a wrong password does not.
+    ok = host.run(
+        "runuser -u postgres -- psql -X -At %s -c IDENTIFY_SYSTEM",
+        f"host={primary} user=replicator dbname=replication replication=true",
+    )
+    assert ok.rc == 0, ok.stderr
+    bad = host.run(
+        "PGPASSWORD=wrong runuser -u postgres -- psql -X -At %s -c IDENTIFY_SYSTEM",
+        f"host={primary} user=replicator dbname=replication replication=true passfile=/dev/null",
+    )
+    assert bad.rc != 0 and "password authentication failed" in bad.stderr, bad.stderr
+    # The app role from an app host (pg3 is also in group app) and from a non-app host (pg2).
+    kv = host.run(
+        "PGPASSWORD=%s psql -X -At %s -c 'SELECT current_user'",
+        APP_PASSWORD,
+        f"host={primary} user=kv dbname=kv passfile=/dev/null",
+    )
+    kv_wrong = host.run(
+        "PGPASSWORD=wrong psql -X -At %s -c 'SELECT 1'", f"host={primary} user=kv dbname=kv passfile=/dev/null"
+    )
+    kv_other_db = host.run(
+        "PGPASSWORD=%s psql -X -At %s -c 'SELECT 1'", APP_PASSWORD, f"host={primary} user=kv dbname=postgres"
+    )
+    assert "no pg_hba.conf entry" in kv_other_db.stderr, kv_other_db.stderr
+    if me == APP_HOST:
+        assert kv.rc == 0 and kv.stdout.strip() == "kv", kv.stderr
+        assert "password authentication failed" in kv_wrong.stderr, kv_wrong.stderr
+    else:
+        assert "no pg_hba.conf entry" in kv.stderr, kv.stderr
+
+
+def parse(lines):
+    """Prometheus text lines -> list of (name, {label: value}, float)."""
+    out = []
+    for line in lines:
+        series, value = line.rsplit(" ", 1)
+        name, _, labels = series.partition("{")
+        out.append((name, dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', labels)), float(value)))
+    return out
+
+
+def value(samples, name, **labels):
+    found = [v for n, lab, v in samples if n == name and all(lab.get(k) == w for k, w in labels.items())]
+    assert len(found) == 1, (name, labels, found)
+    return found[0]
+
+
+def test_exporter_shows_replication(host):
+    samples = parse(metrics(host))
+    assert value(samples, "pg_up") == 1
+    if host.backend.get_hostname() == PRIMARY:
+        assert value(samples, "pgrepl_node_is_primary") == 1
+        assert value(samples, "pgrepl_node_lag_seconds") == 0
+        assert value(samples, "pgrepl_quorum_required") == 1
+        assert value(samples, "pgrepl_quorum_streaming_standbys") == 2
+        for standby in STANDBYS:
+            assert value(samples, "pgrepl_standby_replay_lag_bytes", application_name=standby, sync_state="quorum") >= 0
+            assert value(samples, "pgrepl_slot_active", slot_name=standby.replace("-", "_")) == 1
+    else:
+        assert value(samples, "pgrepl_node_is_primary") == 0
+        assert value(samples, "pgrepl_node_standby_streaming") == 1
+        assert value(samples, "pgrepl_node_lag_seconds") >= 0
+        assert value(samples, "pgrepl_node_timeline") == 1
+        assert not [n for n, _, _ in samples if n.startswith(("pgrepl_quorum_", "pgrepl_standby_"))]
