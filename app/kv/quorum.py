@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
@@ -282,7 +283,7 @@ def write(op: str, key: str, value_json: str | None, cond: str, versions: list[i
     fired = False
     committing = False
     try:
-        conn.ensure_connection()
+        _fresh_connection(conn)
         raw = conn.connection
         del raw.notices[:]
         armed = WATCHDOG.arm(settings.KV["WRITE_TIMEOUT"], raw.cancel)
@@ -340,6 +341,24 @@ def write(op: str, key: str, value_json: str | None, cond: str, versions: list[i
         except DatabaseError as exc:
             _node_failed(primary, "session token", level, exc)
     return WriteResult(status, version, bool(created), token, primary)
+
+
+_IDLE_CHECK_AFTER = 2.0
+_last_used = threading.local()
+
+
+def _fresh_connection(conn) -> None:
+    """A write must not fail on a connection the server closed while it sat idle (restart,
+    failover): check one that was idle for a while, and reconnect if it is dead. A busy
+    connection is not checked (no extra round trip under load)."""
+    now = time.monotonic()
+    used = getattr(_last_used, conn.alias, None)
+    setattr(_last_used, conn.alias, now)
+    idle = used is None or now - used > _IDLE_CHECK_AFTER
+    if conn.connection is not None and (
+            conn.errors_occurred or (idle and not conn.is_usable())):
+        conn.close()
+    conn.ensure_connection()
 
 
 def encode_value(value) -> str:
