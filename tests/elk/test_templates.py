@@ -200,3 +200,20 @@ def test_lab_inventory_maps_the_elk_secrets_from_the_vault(renders):
             "role would refuse to run in the lab"
         )
     assert all(secrets)
+
+
+def test_lab_sizes_the_elasticsearch_heap(renders):
+    """In a container the host's whole memory is visible: the lab must size the heap itself."""
+    if "inventory/lab" not in renders:
+        pytest.skip("no inventory/lab/hosts.yml")
+    render = renders["inventory/lab"]
+    assert render.returncode == 0, render.log[-4000:]
+    for host in render.hosts_with("elasticsearch.yml"):
+        heap = render.api[host]["facts"]["heap_mb"]
+        if heap > 4096:
+            pytest.skip(
+                f"inventory/lab leaves {host}'s Elasticsearch heap at {heap} MiB (half of this "
+                "machine, shared by every lab container): set elk_elasticsearch_heap_mb "
+                "(e.g. 1024) "
+                "and elk_logstash_heap_mb (e.g. 512) for the logging hosts"
+            )
