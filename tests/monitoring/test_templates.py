@@ -1,0 +1,125 @@
+"""The prometheus_grafana templates, rendered with tests/monitoring/inventory by Ansible itself:
+prometheus.yml passes `promtool check config` (which also reads the generated file_sd files and
+the rules), targets follow the inventory, Grafana's provisioning matches the dashboards."""
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+ROLE = ROOT / "roles" / "prometheus_grafana"
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory):
+    out = tmp_path_factory.mktemp("render")
+    playbook = shutil.which("ansible-playbook") or str(ROOT / ".venv" / "bin" / "ansible-playbook")
+    run = subprocess.run(
+        [
+            playbook, str(HERE / "render.yml"), "-i", str(HERE / "inventory"),
+            "--tags", "prometheus_grafana_render",
+            "-e", f"prometheus_grafana_render_out={out / 'rendered.json'}",
+            "-e", f"prometheus_grafana_rules_dir={out / 'rules'}",
+            "-e", f"prometheus_grafana_file_sd_dir={out / 'file_sd'}",
+        ],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+        env={**os.environ, "ANSIBLE_FORCE_COLOR": "0"},
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    files = json.loads((out / "rendered.json").read_text())
+    (out / "file_sd").mkdir()
+    (out / "rules").mkdir()
+    for name, text in files.items():
+        (out / name).write_text(text)
+    for rules in (ROLE / "files" / "rules").glob("*.rules.yml"):
+        shutil.copy(rules, out / "rules" / rules.name)
+    return out, files
+
+
+def targets(files, job):
+    return {
+        (t["labels"]["host"], t["labels"]["instance"], target)
+        for t in yaml.safe_load(files[f"file_sd/{job}.yml"]) or []
+        for target in t["targets"]
+    }
+
+
+def test_every_template_starts_with_the_managed_header(rendered):
+    _, files = rendered
+    for name, text in files.items():
+        assert text.lstrip("#; \n").startswith("Ansible managed"), name
+
+
+def test_prometheus_config_passes_promtool(rendered):
+    out, _ = rendered
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.fail("promtool is missing: install Debian's `prometheus` package")
+    run = subprocess.run(
+        [promtool, "check", "config", str(out / "prometheus.yml")],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "SUCCESS" in run.stdout + run.stderr
+
+
+def test_app_targets_follow_each_hosts_instances(rendered):
+    _, files = rendered
+    assert targets(files, "kv") == {
+        ("app1", "app1:8000", "10.0.0.21:8000"),
+        ("app1", "app1:8005", "10.0.0.21:8005"),  # app1 sets django_kv_instances
+        ("app2", "app2:8000", "10.0.0.22:8000"),  # app2 has the default ports
+        ("app2", "app2:8001", "10.0.0.22:8001"),
+        ("app2", "app2:8002", "10.0.0.22:8002"),
+    }
+
+
+def test_exporter_targets_by_group(rendered):
+    _, files = rendered
+    assert {t[2] for t in targets(files, "node")} == {
+        f"10.0.0.{n}:9100" for n in (10, 21, 22, 31, 32, 41)
+    }
+    assert {t[2] for t in targets(files, "postgres")} == {"10.0.0.31:9187", "10.0.0.32:9187"}
+    assert targets(files, "nginx") == {("lb1", "lb1:9113", "10.0.0.10:9113")}
+    assert targets(files, "prometheus") == {("mon1", "mon1:9090", "10.0.0.41:9090")}
+    assert targets(files, "alertmanager") == {("mon1", "mon1:9093", "10.0.0.41:9093")}
+
+
+def test_prometheus_arguments(rendered):
+    _, files = rendered
+    args = files["prometheus.default"]
+    for flag in (
+        "--storage.tsdb.retention.time=15d",
+        "--storage.tsdb.retention.size=5GB",
+        "--web.listen-address=10.0.0.41:9090",
+    ):
+        assert flag in args
+    assert '--cluster.listen-address="' in files["prometheus-alertmanager.default"]  # no gossip
+
+
+def test_alertmanager_routes_and_inhibition(rendered):
+    _, files = rendered
+    config = yaml.safe_load(files["alertmanager.yml"])
+    assert config["route"]["receiver"] in {r["name"] for r in config["receivers"]}
+    host_down = config["inhibit_rules"][0]
+    assert host_down["source_matchers"] == ['alertname="HostDown"']
+    assert host_down["equal"] == ["host"]
+
+
+def test_grafana_provisioning_matches_the_dashboards(rendered):
+    _, files = rendered
+    defaults = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
+    datasource = yaml.safe_load(files["grafana-datasource.yml"])["datasources"][0]
+    assert datasource["uid"] == defaults["prometheus_grafana_grafana_datasource_uid"]
+    assert datasource["url"] == "http://10.0.0.41:9090"
+    provider = yaml.safe_load(files["grafana-dashboards.yml"])["providers"][0]
+    assert provider["options"]["path"] == defaults["prometheus_grafana_grafana_dashboards_dir"]
+    ini = files["grafana.ini"]
+    assert 'admin_password = """pa\'ss "w$rd `x` 1"""' in ini  # quotes, $ and backticks intact
+    assert "[auth.anonymous]\nenabled = false" in ini
