@@ -316,6 +316,9 @@ def write(op: str, key: str, value_json: str | None, cond: str, versions: list[i
     if status == "unavailable":
         metrics.count(mop, level, "unavailable")
         nodes = _write_nodes(state, standbys)
+        for name, outcome in nodes.items():
+            if name != primary and "streaming (" not in outcome:
+                _node_failed(name, mop, level, f"not a streaming synchronous standby: {outcome}")
         raise QuorumUnavailable(
             f"{standbys} synchronous standbys are streaming, {q.k} needed; nothing was written",
             need, 1 + standbys, nodes)
