@@ -117,6 +117,11 @@ KV = {
     "BENCH_BARE_VIEW": parse_bool(env_str("KV_BENCH_BARE_VIEW", "false")),
     "ACCESS_LOG": parse_bool(env_str("KV_ACCESS_LOG", "true")),
 }
+# The balancer's health checks and Prometheus address an instance by its own address: accept
+# the host part of KV_INSTANCE and KV_BIND_ADDRESS without listing them again.
+for _host in (KV["INSTANCE"].rsplit(":", 1)[0].strip("[]"), env_str("KV_BIND_ADDRESS")):
+    if _host and _host not in ("0.0.0.0", "::") and _host not in ALLOWED_HOSTS:
+        ALLOWED_HOSTS.append(_host)
 if KV["SYNC_STANDBYS"] is not None:
     try:
         KV["SYNC_STANDBYS"] = int(KV["SYNC_STANDBYS"])

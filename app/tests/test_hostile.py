@@ -167,3 +167,11 @@ def test_bad_host_header_is_json_400():
 def test_bad_list_prefix(client):
     r = client.get("/api/kv/", {"prefix": "a\x01"})
     assert r.status_code == 400 and r.json()["error"] == "bad_key"
+
+
+def test_own_instance_address_is_an_allowed_host():
+    from django.test import Client
+
+    # KV_INSTANCE is testhost:8000 in the tests: probes by the instance's own address work
+    assert Client(HTTP_HOST="testhost:8000").get("/healthz").status_code == 200
+    assert Client(HTTP_HOST="10.9.9.9:8000").get("/healthz").status_code == 400
