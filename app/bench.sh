@@ -3,7 +3,8 @@
 # (primary + 2 streaming standbys, ANY 1, fsync on) and measure with wrk, side by side in one
 # run with the same client and concurrency:
 #   bare view (KV_BENCH_BARE_VIEW=1: plain Django view, same PK lookup on the primary)
-#   GET r=one, GET r=quorum, PUT w=quorum, PUT w=one
+#   GET r=one, GET r=quorum, PUT w=quorum, PUT w=one (and GET r=primary: the same lookup on the
+#   same node as the bare view, so the app's own overhead shows apart from the node choice)
 # Prints throughput, p50 and p99 and each as a ratio to the bare view; writes JSON too.
 # Loopback only; every run is bounded by KV_BENCH_DURATION seconds.
 #
@@ -98,6 +99,7 @@ LUA
 lua GET "" bare "/bench/bare/bench-"
 lua GET "?r=one" get_one "/api/kv/bench-"
 lua GET "?r=quorum" get_quorum "/api/kv/bench-"
+lua GET "?r=primary" get_primary "/api/kv/bench-"
 lua PUT "?w=quorum" put_quorum ""
 lua PUT "?w=one" put_one ""
 export KV_BENCH_TOKEN="$TOKEN" KV_BENCH_KEYS="$KEYS"
@@ -109,7 +111,7 @@ wrk -t1 -c4 -d2s -s "$WORK/get_one.lua" "http://127.0.0.1:$PORT" >/dev/null
 SLICE=$(( DURATION / ROUNDS )); [ "$SLICE" -ge 1 ] || SLICE=1
 for round in $(seq 1 "$ROUNDS"); do
     echo "bench: round $round/$ROUNDS (${SLICE}s per scenario, $CONNS connections)" >&2
-    for name in bare get_one get_quorum put_quorum put_one; do
+    for name in bare get_one get_quorum get_primary put_quorum put_one; do
         timeout $((SLICE + 30)) wrk -t"$WRK_THREADS" -c"$CONNS" -d"${SLICE}s" --latency \
             -s "$WORK/$name.lua" "http://127.0.0.1:$PORT" > "$WORK/$name.$round.wrk"
     done
@@ -141,7 +143,8 @@ def parse(name):
             "socket_errors": [r["socket_errors"] for r in runs if r["socket_errors"]],
             "rounds": runs}
 labels = {"bare": "bare Django view (PK lookup)", "get_one": "GET r=one",
-          "get_quorum": "GET r=quorum", "put_quorum": "PUT w=quorum", "put_one": "PUT w=one"}
+          "get_quorum": "GET r=quorum", "get_primary": "GET r=primary",
+          "put_quorum": "PUT w=quorum", "put_one": "PUT w=one"}
 res = {k: parse(k) for k in labels}
 base = res["bare"]
 print(f"\nKV benchmark: wrk -t{wthreads} -c{conns}, {duration}s per scenario in {rounds} "
