@@ -134,25 +134,30 @@ class ClusterState:
         }
 
 
-# ------------------------------------------------------------------ a thread pool per process
+# ------------------------------------------------------------------ thread pools per process
 
 _pool_lock = threading.Lock()
-_pool: ThreadPoolExecutor | None = None
-_pool_pid: int | None = None
+_pools: dict[str, ThreadPoolExecutor] = {}
+_pools_pid: int | None = None
 
 
-def pool() -> ThreadPoolExecutor:
-    """Threads for concurrent node queries; each keeps its own connection per node."""
-    global _pool, _pool_pid
-    if _pool is None or _pool_pid != os.getpid():
-        with _pool_lock:
-            if _pool is None or _pool_pid != os.getpid():
-                _pool = ThreadPoolExecutor(
-                    max_workers=settings.KV["READ_POOL_SIZE"] + len(settings.KV_NODES),
-                    thread_name_prefix="kv-node",
-                )
-                _pool_pid = os.getpid()
-    return _pool
+def pool(node: str) -> ThreadPoolExecutor:
+    """Threads that query one node (concurrent reads, probes): each keeps one connection to that
+    node only, so a worker holds at most KV_READ_POOL_SIZE pooled connections per node, and a
+    node that hangs ties up only its own threads."""
+    global _pools_pid
+    ex = _pools.get(node)
+    if ex is not None and _pools_pid == os.getpid():
+        return ex
+    with _pool_lock:
+        if _pools_pid != os.getpid():
+            _pools.clear()
+            _pools_pid = os.getpid()
+        ex = _pools.get(node)
+        if ex is None:
+            ex = _pools[node] = ThreadPoolExecutor(
+                max_workers=settings.KV["READ_POOL_SIZE"], thread_name_prefix=f"kv-{node}")
+        return ex
 
 
 def on_node(alias: str, fn, *args):
@@ -259,7 +264,7 @@ class Cluster:
             if old is not None and not old.done():
                 nodes[name].error = "previous probe still running"
                 continue
-            fut = pool().submit(on_node, name, _probe, name)
+            fut = pool(name).submit(on_node, name, _probe, name)
             self._inflight[name] = futures[name] = fut
         deadline = time.monotonic() + timeout
         results = {}

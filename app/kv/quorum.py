@@ -124,7 +124,7 @@ def read_quorum(key: str) -> ReadResult:
         name = next(candidates, None)
         if name is None:
             return False
-        pending[pool().submit(on_node, name, _read_row, name, key)] = name
+        pending[pool(name).submit(on_node, name, _read_row, name, key)] = name
         return True
 
     def record(name: str, row, failed: BaseException | None) -> None:

@@ -110,7 +110,7 @@ KV = {
     "MAX_LAG": env_float("KV_MAX_LAG", 5.0),
     "NODE_CACHE_TTL": env_float("KV_NODE_CACHE_TTL", 1.0),
     "TOKEN_CACHE_TTL": env_float("KV_TOKEN_CACHE_TTL", 5.0),
-    "READ_POOL_SIZE": env_int("KV_READ_POOL_SIZE", 8, minimum=1),
+    "READ_POOL_SIZE": env_int("KV_READ_POOL_SIZE", 2, minimum=1),
     "LIST_DEFAULT_LIMIT": env_int("KV_LIST_DEFAULT_LIMIT", 100, minimum=1),
     "LIST_MAX_LIMIT": env_int("KV_LIST_MAX_LIMIT", 1000, minimum=1),
     "INSTANCE": env_str("KV_INSTANCE") or default_instance(),
