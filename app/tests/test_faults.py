@@ -156,3 +156,26 @@ def test_r_one_avoids_a_stopped_standby(client, restore):
     for _ in range(10):
         g = client.get(f"/api/kv/{key}?r=one")
         assert g.status_code == 200 and g["X-KV-Node"] in ("s1", "p1")
+
+
+def test_quorum_read_after_delete_never_resurrects_the_key(client, restore):
+    """A standby that has not replayed a delete still holds the old row; the tombstone's higher
+    version must win every quorum read (a missing row would lose against the stale copy)."""
+    cluster = restore
+    key = unique()
+    assert put(client, key, "alive").status_code == 201
+    cluster.wait_streaming(2)
+    # let both standbys apply the creation, then freeze s1
+    for name in ("s1", "s2"):
+        assert wait_for(lambda n=name: cluster.sql(
+            cluster.node(n), "SELECT count(*) FROM kv_item WHERE key = %s", [key])[0][0] == 1)
+    cluster.sql(cluster.node("s1"), "SELECT pg_wal_replay_pause()")
+    assert client.delete(f"/api/kv/{key}").status_code == 204  # s2 applies: ANY 1 is met
+    assert cluster.sql(cluster.node("s1"), "SELECT deleted FROM kv_item WHERE key = %s",
+                       [key]) == [(False,)]
+    nodes_seen = set()
+    for _ in range(30):
+        g = client.get(f"/api/kv/{key}")
+        assert g.status_code == 404, g.content
+        nodes_seen.add(g["X-KV-Node"])
+    assert nodes_seen <= {"p1", "s2"}
