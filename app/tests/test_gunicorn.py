@@ -4,6 +4,7 @@ the instance header, raw hostile requests, concurrent conditional writers over H
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -54,14 +55,18 @@ def server():
             time.sleep(0.2)
     else:
         proc.kill()
-        raise RuntimeError(Path(log_path).read_text())
-    yield {"base": base, "port": port, "proc": proc, "log": log_path, "metrics": metrics_dir}
-    proc.send_signal(signal.SIGTERM)
-    try:
         proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+        raise RuntimeError(Path(log_path).read_text())
+    try:
+        yield {"base": base, "port": port, "proc": proc, "log": log_path, "metrics": metrics_dir}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def auth(kind="rw"):
