@@ -123,6 +123,9 @@ class Lab:
 
     def session(self, token: str | None = None) -> requests.Session:
         s = requests.Session()
+        # the lab's certificate is self-signed; and a REQUESTS_CA_BUNDLE (or proxy) in the
+        # environment would override a session's verify=False: the lab is reached directly
+        s.trust_env = False
         s.verify = False
         s.headers["Authorization"] = f"Bearer {token or self.writer}"
         return s
