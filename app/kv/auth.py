@@ -51,9 +51,13 @@ def lookup(token: str) -> TokenUser | None:
     hit = _cache.get(digest)
     if hit is not None and hit[0] > now:
         return hit[1]
-    from .models import ApiToken  # the router picks the primary, else a healthy standby
+    from .models import ApiToken
+    from .nodes import on_node
+    from .routers import NodeRouter
 
-    row = ApiToken.objects.filter(token_sha256=digest).values_list("name", "scopes").first()
+    alias = NodeRouter().db_for_read(ApiToken)  # the primary, else a healthy standby
+    row = on_node(alias, lambda: ApiToken.objects.using(alias).filter(token_sha256=digest)
+                  .values_list("name", "scopes").first())
     user = TokenUser(row[0], frozenset(s for s in row[1].split(",") if s)) if row else None
     with _cache_lock:
         if len(_cache) >= _MAX_CACHE:

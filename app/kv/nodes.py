@@ -47,7 +47,10 @@ SELECT pg_is_in_recovery(),
        CASE WHEN pg_is_in_recovery() AND pg_last_wal_receive_lsn() > pg_last_wal_replay_lsn()
             THEN extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8
             ELSE 0 END,
-       current_setting('synchronous_standby_names')
+       current_setting('synchronous_standby_names'),
+       pg_postmaster_start_time()::text,
+       CASE WHEN pg_is_in_recovery()
+            THEN extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8 END
 """
 REPLICATION_SQL = """
 SELECT application_name, state, sync_state, replay_lsn::text,
@@ -79,11 +82,15 @@ class NodeStatus:
     probe_ms: float | None = None
     sync_standby_names: str | None = field(default=None, repr=False)
     _standby_lag: float = field(default=0.0, repr=False)
+    _started: str | None = field(default=None, repr=False)
+    _since_replay: float | None = field(default=None, repr=False)
 
     def public(self) -> dict:
         d = asdict(self)
         d.pop("sync_standby_names")
         d.pop("_standby_lag")
+        d.pop("_started")
+        d.pop("_since_replay")
         return d
 
 
@@ -217,6 +224,8 @@ class Cluster:
         self._last_k: int | None = None
         self._inflight: dict[str, Future] = {}
         self._failed: dict[str, float] = {}
+        # node -> (timeline, postmaster start) when it was last seen streaming on the newest one
+        self._verified: dict[str, tuple[int, str | None]] = {}
 
     # -- public
     def state(self, max_age: float | None = None) -> ClusterState:
@@ -287,7 +296,10 @@ class Cluster:
             s = nodes[name]
             s.reachable = True
             s.probe_ms = round(ms, 3)
-            (in_rec, cur_lsn, tl, replay, receive, recv_tli, recv_status, standby_lag, ssn) = row
+            (in_rec, cur_lsn, tl, replay, receive, recv_tli, recv_status, standby_lag, ssn,
+             started, since_replay) = row
+            s._started = started
+            s._since_replay = since_replay
             s.in_recovery = in_rec
             s.current_lsn, s.replay_lsn, s.receive_lsn = cur_lsn, replay, receive
             s.receiver_status = recv_status
@@ -352,12 +364,22 @@ class Cluster:
             s.role = "standby"
             if s.lag_seconds is None:
                 s.lag_seconds = s._standby_lag
-            if s.receiver_status != "streaming":
-                s.reason = f"WAL receiver not streaming ({s.receiver_status or 'none'})"
-            elif s.timeline != newest_tl:
-                s.reason = f"on timeline {s.timeline}, current is {newest_tl}"
-            else:
+            if s.receiver_status == "streaming" and s.timeline == newest_tl:
                 s.eligible = True
+                self._verified[s.name] = (newest_tl, s._started)
+            elif s.receiver_status == "streaming":
+                s.reason = f"on timeline {s.timeline}, current is {newest_tl}"
+            elif (primary is None and newest_tl
+                  and self._verified.get(s.name) == (newest_tl, s._started)):
+                # No primary to stream from (it is down, or a failover is under way). This
+                # process saw the node streaming on the newest timeline since its last restart,
+                # and a standby cannot change timeline without streaming again: it may serve
+                # reads. Its lag is the time since its last replayed commit (an upper bound).
+                s.eligible = True
+                s.reason = "not streaming: no primary reachable; verified on the newest timeline"
+                s.lag_seconds = s._since_replay if s._since_replay is not None else None
+            else:
+                s.reason = f"WAL receiver not streaming ({s.receiver_status or 'none'})"
             if s.lag_seconds is not None:
                 metrics.REPLICA_LAG_SECONDS.labels(node=s.name).set(s.lag_seconds)
             if s.lag_bytes is not None:

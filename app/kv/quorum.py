@@ -111,40 +111,41 @@ def _unreachable_nodes(state: ClusterState) -> dict:
             if not s.eligible}
 
 
-def read_quorum(key: str) -> ReadResult:
+def _gather(fn, *args) -> list[tuple[str, object]]:
+    """Run ``fn(node, *args)`` on R nodes that may serve reads, concurrently (one in this
+    thread, R - 1 on the nodes' pools); replace a node that fails by the next one. Returns R
+    (node, result) pairs, or raises QuorumUnavailable with every node's outcome."""
     state = CLUSTER.state()
     need = state.quorum.r
     outcomes = _unreachable_nodes(state)
     candidates = iter(pick(state.eligible()))
     deadline = time.monotonic() + settings.KV["READ_TIMEOUT"]
     pending: dict[Future, str] = {}
-    answers: list[tuple[int, object]] = []
+    answers: list[tuple[str, object]] = []
 
     def submit() -> bool:
         name = next(candidates, None)
         if name is None:
             return False
-        pending[pool(name).submit(on_node, name, _read_row, name, key)] = name
+        pending[pool(name).submit(on_node, name, fn, name, *args)] = name
         return True
 
-    def record(name: str, row, failed: BaseException | None) -> None:
+    def record(name: str, result, failed: BaseException | None) -> None:
         if failed is not None:
             outcomes[name] = _node_failed(name, "read", "quorum", failed)
             CLUSTER.mark_failed(name)
             submit()
             return
         outcomes[name] = "ok"
-        # a tombstone takes part with its version; a missing row with none
-        answers.append((row[1], (row, name)) if row is not None else (0, (None, name)))
+        answers.append((name, result))
 
-    # R - 1 nodes on the pool, one in this thread: the same concurrency, one hand-off less
     inline = next(candidates, None)
     for _ in range(need - 1):
         if not submit():
             break
     if inline is not None:
         try:
-            record(inline, on_node(inline, _read_row, inline, key), None)
+            record(inline, on_node(inline, fn, inline, *args), None)
         except Exception as exc:
             record(inline, None, exc)
     while pending and len(answers) < need:
@@ -155,11 +156,11 @@ def read_quorum(key: str) -> ReadResult:
         for fut in done:
             name = pending.pop(fut)
             try:
-                row = fut.result()
+                result = fut.result()
             except Exception as exc:
                 record(name, None, exc)
                 continue
-            record(name, row, None)
+            record(name, result, None)
     for fut, name in pending.items():
         fut.cancel()
         outcomes[name] = _node_failed(name, "read", "quorum",
@@ -169,9 +170,53 @@ def read_quorum(key: str) -> ReadResult:
         raise QuorumUnavailable(f"{len(answers)} of the {need} nodes a quorum read needs answered",
                                 need, len(answers), outcomes)
     metrics.count("read", "quorum", "ok")
-    best = newest(answers)
+    return answers[:need]
+
+
+def read_quorum(key: str) -> ReadResult:
+    answers = _gather(_read_row, key)
+    # a tombstone takes part with its version; a missing row with none
+    best = newest([(row[1] if row is not None else 0, (row, name)) for name, row in answers])
     row, node = best[1]  # type: ignore[index]
     return _result(row, node)
+
+
+def _list_rows(alias: str, prefix: str, after: str | None, limit: int):
+    started = time.perf_counter()
+    try:
+        qs = KVItem.objects.using(alias).all()
+        if prefix:
+            qs = qs.filter(key__startswith=prefix)
+        if after is not None:
+            qs = qs.filter(key__gt=after)
+        return list(qs.order_by("key").values_list("key", "value", "version", "deleted")
+                    [:limit + 1])
+    finally:
+        metrics.observe_read(alias, time.perf_counter() - started)
+
+
+def list_quorum(prefix: str, after: str | None, limit: int):
+    """One page of live keys from R nodes, merged: per key the highest version wins (tombstones
+    included, then dropped). Each node returns up to limit + 1 rows in key order, so the merge
+    is complete only up to the smallest last key among the nodes that had more; the page stops
+    there. Returns (rows, last_key_covered or None when nothing is left)."""
+    answers = _gather(_list_rows, prefix, after, limit)
+    boundary = None
+    for _name, rows in answers:
+        if len(rows) > limit and (boundary is None or rows[-1][0] < boundary):
+            boundary = rows[-1][0]
+    merged: dict[str, tuple] = {}
+    for _name, rows in answers:
+        for row in rows:
+            if boundary is not None and row[0] > boundary:
+                break
+            cur = merged.get(row[0])
+            if cur is None or row[2] > cur[2]:
+                merged[row[0]] = row
+    live = [merged[k] for k in sorted(merged) if not merged[k][3]]
+    if len(live) > limit:
+        return live[:limit], live[limit - 1][0]
+    return live, boundary
 
 
 def read_primary(key: str) -> ReadResult:

@@ -29,6 +29,7 @@ from .parsers import ValueTooLarge
 from .quorum import (
     QuorumUnavailable,
     encode_value,
+    list_quorum,
     read_one,
     read_primary,
     read_quorum,
@@ -196,7 +197,7 @@ class CollectionView(APIView):
             OpenApiParameter("limit", int, required=False),
             OpenApiParameter("cursor", str, required=False),
             OpenApiParameter("r", str, enum=["quorum", "primary", "one"], required=False,
-                             description="quorum and primary read the primary; one a standby"),
+                             description="quorum merges R nodes; primary; one a standby"),
             OpenApiParameter("max_lag", float, required=False),
         ],
         responses={200: PageSerializer, **ERRORS},
@@ -211,11 +212,16 @@ class CollectionView(APIView):
         after = decode_cursor(cursor, prefix) if cursor else None
         level = parse_read_level(request.GET.get("r"))
         max_lag = parse_max_lag(request.GET.get("max_lag"), settings.KV["MAX_LAG"])
+        if level == "quorum":
+            rows, last = list_quorum(prefix, after, limit)
+            request._request.kv_log.update({"kv.level": level})
+            return _page(rows, last, prefix)
         state = CLUSTER.state()
-        if level != "one" and state.primary is None:
+        if level == "primary" and state.primary is None:
             metrics.count("read", level, "unavailable")
             raise QuorumUnavailable("no primary is reachable", 1, 0, {})
-        with routing(node=None if level == "one" else state.primary, max_lag=max_lag) as route:
+        with routing(node=state.primary if level == "primary" else None,
+                     max_lag=max_lag) as route:
             qs = KVItem.objects.filter(deleted=False)
             if prefix:
                 qs = qs.filter(key__startswith=prefix)
@@ -230,10 +236,14 @@ class CollectionView(APIView):
         request._request.kv_log.update({"kv.level": level, "kv.node": route.chosen})
         more = len(rows) > limit
         rows = rows[:limit]
-        return _json({
-            "items": [{"key": k, "value": v, "version": str(ver)} for k, v, ver in rows],
-            "next": encode_cursor(rows[-1][0], prefix) if more else None,
-        })
+        return _page(rows, rows[-1][0] if more else None, prefix)
+
+
+def _page(rows, last: str | None, prefix: str) -> HttpResponse:
+    return _json({
+        "items": [{"key": r[0], "value": r[1], "version": str(r[2])} for r in rows],
+        "next": encode_cursor(last, prefix) if last is not None else None,
+    })
 
 
 class ClusterView(APIView):

@@ -91,6 +91,9 @@ def refresh_nodes():
 def restore(cluster):
     """Undo what a fault test did: every node running, replay resumed, both streaming."""
     yield cluster
+    from django.db import connections
+
+    connections.close_all()  # the test client never closes this thread's broken connections
     for node in cluster.nodes:
         if not cluster.is_running(node):
             cluster.start(node)

@@ -179,3 +179,32 @@ def test_quorum_read_after_delete_never_resurrects_the_key(client, restore):
         assert g.status_code == 404, g.content
         nodes_seen.add(g["X-KV-Node"])
     assert nodes_seen <= {"p1", "s2"}
+
+
+def test_reads_survive_a_stopped_primary(client, restore):
+    """With the primary down the standbys stop streaming, but this process saw them streaming
+    on the newest timeline since their last restart: quorum reads and listings go on; writes
+    fail with 503."""
+    cluster = restore
+    ns = unique("nopri") + "/"
+    for i in range(5):
+        assert put(client, f"{ns}{i}", i).status_code == 201
+    assert client.delete(f"/api/kv/{ns}1").status_code == 204
+    cluster.wait_streaming(2)
+    refresh_nodes()  # both standbys verified streaming on the current timeline
+    cluster.stop(cluster.node("p1"))
+    state = refresh_nodes()
+    assert state.primary is None
+    assert set(state.eligible()) == {"s1", "s2"}, state.public()
+    for _ in range(5):
+        g = client.get(f"/api/kv/{ns}3")
+        assert g.status_code == 200 and g.json()["value"] == 3
+        assert g["X-KV-Node"] in ("s1", "s2")
+        assert client.get(f"/api/kv/{ns}1").status_code == 404
+    page = client.get("/api/kv/", {"prefix": ns, "limit": "10"})
+    assert page.status_code == 200, page.content
+    assert [i["key"] for i in page.json()["items"]] == [f"{ns}{i}" for i in (0, 2, 3, 4)]
+    assert client.get(f"/api/kv/{ns}3?r=primary").status_code == 503
+    w = put(client, f"{ns}9", 9)
+    assert w.status_code == 503 and w.json()["error"] == "quorum_unavailable"
+    assert client.get("/readyz").status_code == 503
