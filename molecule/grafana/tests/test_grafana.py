@@ -37,7 +37,9 @@ def request(host, path, user=None, password=None):
         "except urllib.error.HTTPError as e:\n"
         "    print(json.dumps([e.code, e.read().decode()]))\n"
     )
-    status, body = json.loads(host.check_output(f"python3 -c {json.dumps(script)}"))
+    encoded = base64.b64encode(script.encode()).decode()  # newlines and quotes survive the shell
+    out = host.check_output(f"python3 -c \"import base64; exec(base64.b64decode('{encoded}'))\"")
+    status, body = json.loads(out)
     return status, body
 
 

@@ -1,5 +1,6 @@
 """testinfra checks of the Prometheus side of prometheus_grafana on the monitoring host."""
 
+import base64
 import json
 import time
 import urllib.parse
@@ -119,3 +120,35 @@ def test_grafana_skip_recorded(mon):
         ]
     }
     assert not mon.package("grafana").is_installed
+
+
+def test_host_down_inhibits_that_hosts_service_alerts(mon):
+    """Alerts posted to Alertmanager: HostDown on hostA mutes TargetDown on hostA, not on hostB."""
+    base = f"http://{address(mon)}:9093/api/v2/alerts"
+    alerts = [
+        {"labels": {"alertname": "HostDown", "host": "inhibit-a", "severity": "critical"}},
+        {"labels": {"alertname": "TargetDown", "host": "inhibit-a", "severity": "warning"}},
+        {"labels": {"alertname": "TargetDown", "host": "inhibit-b", "severity": "warning"}},
+    ]
+    script = (
+        "import urllib.request\n"
+        f"req = urllib.request.Request({base!r}, data={json.dumps(alerts).encode()!r},\n"
+        "    method='POST', headers={'Content-Type': 'application/json'})\n"
+        "urllib.request.urlopen(req, timeout=5)\n"
+    )
+    encoded = base64.b64encode(script.encode()).decode()
+    mon.check_output(f"python3 -c \"import base64; exec(base64.b64decode('{encoded}'))\"")
+    deadline = time.monotonic() + 20
+    while True:
+        got = {
+            (a["labels"]["alertname"], a["labels"]["host"]): a["status"]["inhibitedBy"]
+            for a in get_json(mon, base)
+            if a["labels"]["host"].startswith("inhibit-")
+        }
+        if len(got) == 3 and got[("TargetDown", "inhibit-a")]:
+            break
+        if time.monotonic() > deadline:
+            pytest.fail(f"inhibition not applied after 20s: {got}")
+        time.sleep(1)
+    assert got[("HostDown", "inhibit-a")] == []
+    assert got[("TargetDown", "inhibit-b")] == []
