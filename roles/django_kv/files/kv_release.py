@@ -25,8 +25,19 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-EXCLUDE_DIRS = {".venv", "venv", "__pycache__", ".pytest_cache", ".ruff_cache", ".mypy_cache",
-                ".hypothesis", "tests", "build", "dist", ".git"}
+EXCLUDE_DIRS = {
+    ".venv",
+    "venv",
+    "__pycache__",
+    ".pytest_cache",
+    ".ruff_cache",
+    ".mypy_cache",
+    ".hypothesis",
+    "tests",
+    "build",
+    "dist",
+    ".git",
+}
 EXCLUDE_SUFFIXES = (".pyc", ".pyo", ".egg-info", ".sqlite3", ".log")
 
 
@@ -65,9 +76,25 @@ def download_wheels(requirements: Path, python: str, arch: str, glibc: str, dest
     tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=dest.parent))
     tmp.chmod(0o755)
     abi = "cp" + python.replace(".", "")
-    cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
-           "--only-binary=:all:", "--python-version", python, "--implementation", "cp",
-           "--abi", abi, "--abi", "abi3", "--abi", "none"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--quiet",
+        "--disable-pip-version-check",
+        "--only-binary=:all:",
+        "--python-version",
+        python,
+        "--implementation",
+        "cp",
+        "--abi",
+        abi,
+        "--abi",
+        "abi3",
+        "--abi",
+        "none",
+    ]
     for tag in platforms(arch, glibc):
         cmd += ["--platform", tag]
     cmd += ["-r", str(requirements), "-d", str(tmp)]
@@ -94,9 +121,11 @@ def write_bundle(src: Path, files: list[Path], wheelhouse: Path, dest: Path) -> 
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmpname = tempfile.mkstemp(prefix=".partial-", dir=dest.parent)
     try:
-        with os.fdopen(fd, "wb") as raw, \
-                gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz, \
-                tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        with (
+            os.fdopen(fd, "wb") as raw,
+            gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz,
+            tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
+        ):
             for f in files:
                 mode = 0o755 if f.stat().st_mode & 0o111 else 0o644
                 add_file(tar, "app/" + f.relative_to(src).as_posix(), f.read_bytes(), mode)
@@ -127,7 +156,8 @@ def main() -> None:
     wheelhouse = a.out / "wheelhouse" / f"{target}-{req_hash}"
     files = app_files(src)
     release_id = hashlib.sha256(
-        f"{tree_hash(src, files)}\n{target}\n{req_hash}\n".encode()).hexdigest()[:16]
+        f"{tree_hash(src, files)}\n{target}\n{req_hash}\n".encode()
+    ).hexdigest()[:16]
     bundle = a.out / "bundles" / f"kv-{release_id}.tar.gz"
 
     changed = False
@@ -137,8 +167,17 @@ def main() -> None:
     if not bundle.is_file():
         write_bundle(src, files, wheelhouse, bundle)
         changed = True
-    print(json.dumps({"changed": changed, "release_id": release_id, "bundle": str(bundle),
-                      "wheelhouse": str(wheelhouse), "target": target}))
+    print(
+        json.dumps(
+            {
+                "changed": changed,
+                "release_id": release_id,
+                "bundle": str(bundle),
+                "wheelhouse": str(wheelhouse),
+                "target": target,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":
