@@ -348,7 +348,7 @@ class Cluster:
                         s.lag_bytes = max(0, int(lag_bytes))
             if null_states:
                 problems.append("pg_stat_replication hides its columns from the app's database "
-                                "role: grant it pg_monitor")
+                                "role: grant it pg_read_all_stats")
             for s in nodes.values():
                 if s.in_recovery and s.lag_bytes is None and p_lsn is not None and s.replay_lsn:
                     s.lag_bytes = max(0, p_lsn - (parse_lsn(s.replay_lsn) or 0))

@@ -165,7 +165,7 @@ log_min_messages = warning
                 cur.execute("CREATE ROLE replicator REPLICATION LOGIN PASSWORD %s",
                             [REPL_PASSWORD])
                 cur.execute("CREATE ROLE kv LOGIN PASSWORD %s", [APP_PASSWORD])
-                cur.execute("GRANT pg_monitor TO kv")
+                cur.execute("GRANT pg_read_all_stats TO kv")
                 cur.execute("CREATE DATABASE kv OWNER kv")
         finally:
             conn.close()
