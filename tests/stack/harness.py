@@ -388,6 +388,8 @@ class Fault:
     primary_stable: bool = True
     probe: Callable[[Lab, dict, float], dict] | None = None
     heal_timeout: float = 180
+    # after the history is checked, outside it: put the lab back as the inventory describes it
+    restore: Callable[[Lab, dict], None] | None = None
 
 
 def _stop_pg(host: str) -> None:
@@ -532,8 +534,22 @@ def primary_killed_failover() -> Fault:
                 or not old.get("eligible")):
             raise RuntimeError(f"the old primary did not rejoin as a healthy standby: {old}")
 
+    def restore(lab: Lab, ctx: dict) -> None:
+        """Switch back to the old primary (a planned switchover, no data loss), so that what
+        runs next finds the inventory's topology. KV_CHAOS_SWITCH_BACK=0 keeps the new one."""
+        if not ctx.get("killed") or os.environ.get("KV_CHAOS_SWITCH_BACK", "1") == "0":
+            return
+        if lab.primary() == ctx["old_primary"]:
+            return
+        t0 = time.monotonic()
+        playbook("switchover.yml", timeout=900, extra=["-e", f"switchover_to={ctx['old_primary']}"])
+        ctx["switch_back_seconds"] = round(time.monotonic() - t0, 1)
+        c = lab.wait_healthy(timeout=180, why="after switching back")
+        if c["primary"] != ctx["old_primary"]:
+            raise RuntimeError(f"switching back left {c['primary']} as the primary")
+
     return Fault("primary_killed_failover", inject, heal, primary_stable=False,
-                 heal_timeout=1200)
+                 heal_timeout=1200, restore=restore)
 
 
 FAULTS: dict[str, Callable[[], Fault]] = {
@@ -624,6 +640,14 @@ def run_fault(lab: Lab, fault: Fault, seconds: float, wl: Workload | None = None
         "checker": result.summary(),
         "violations": result.violations[:20],
     }
+    if fault.restore is not None:
+        try:
+            fault.restore(lab, ctx)
+        except Exception as exc:  # reported; the lab is left as the heal made it
+            report["restore_error"] = f"{type(exc).__name__}: {exc}"
+            error = error or exc
+        report["context"] = {k: v for k, v in ctx.items()
+                             if isinstance(v, (str, int, float, list))}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{fault.name}.json").write_text(json.dumps(
         {"report": report, "marks": m, "history": rec.history}, indent=1, default=str))
