@@ -45,8 +45,19 @@ def run(cmd: list[str], timeout: float = 60, check: bool = True) -> subprocess.C
     """A bounded subprocess (docker exec, ansible-playbook)."""
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
     if check and p.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} exited {p.returncode}: "
-                           f"{(p.stderr or p.stdout).strip()[-2000:]}")
+        out = f"{p.stdout}\n{p.stderr}"
+        lines = out.splitlines()
+        # ansible: the failed tasks and their messages, not the timing recap
+        picked = [ln for i, ln in enumerate(lines)
+                  if any(m in ln for m in ("fatal:", "FAILED!", "ERROR!", "msg:"))
+                  or any(m in "".join(lines[max(0, i - 3):i]) for m in ("fatal:", "FAILED!"))]
+        detail = "\n".join(picked[:40]) if picked else out.strip()[-2000:]
+        log = RESULTS / "commands.log"
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        with log.open("a") as f:
+            f.write(f"\n===== {' '.join(cmd)} exited {p.returncode}\n{out}")
+        raise RuntimeError(f"{' '.join(cmd)} exited {p.returncode} (full output in {log}):\n"
+                           f"{detail}")
     return p
 
 
