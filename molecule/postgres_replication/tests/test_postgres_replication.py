@@ -121,7 +121,11 @@ def test_kv_role_owns_its_database_and_nothing_more(host):
         host,
         "SELECT rolsuper, rolcreatedb, rolcreaterole, rolreplication, rolbypassrls FROM pg_roles WHERE rolname = 'kv'",
     ) == [["f", "f", "f", "f", "f"]]
-    assert psql(host, "SELECT count(*) FROM pg_auth_members WHERE member = 'kv'::regrole") == [["0"]]
+    # Only the read-only statistics role the app needs to read pg_stat_replication (the default of
+    # postgres_replication_app_memberships).
+    assert psql(host, "SELECT roleid::regrole FROM pg_auth_members WHERE member = 'kv'::regrole") == [
+        ["pg_read_all_stats"]
+    ]
     assert psql(
         host,
         "SELECT has_database_privilege('postgres_exporter', 'kv', 'CONNECT'), "
