@@ -18,8 +18,11 @@ def outcome():
     path = os.path.join(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "failover.json")
     with open(path, encoding="utf-8") as fh:
         data = json.load(fh)
-    print(f"RTO (kill -> first quorum write on the new primary): {data['rto_seconds']} s; "
-          f"new primary {data['new_primary']}; {len(data['acked'])} rows acknowledged before the crash")
+    print(
+        f"RTO (kill -> first quorum write on the new primary): {data['rto_seconds']} s; "
+        f"new primary {data['new_primary']}; "
+        f"{len(data['acked'])} rows acknowledged before the crash"
+    )
     return data
 
 
@@ -28,7 +31,9 @@ def node(name):
 
 
 def psql(host, sql, db="kv"):
-    cmd = host.run("runuser -u postgres -- psql -X -q -A -t -F '|' -v ON_ERROR_STOP=1 -d %s -c %s", db, sql)
+    cmd = host.run(
+        "runuser -u postgres -- psql -X -q -A -t -F '|' -v ON_ERROR_STOP=1 -d %s -c %s", db, sql
+    )
     assert cmd.rc == 0, cmd.stderr
     return [line.split("|") for line in cmd.stdout.splitlines() if line]
 
@@ -54,18 +59,28 @@ def test_every_acknowledged_row_survived(outcome):
 def test_new_primary_accepts_quorum_writes(outcome):
     primary = node(outcome["new_primary"])
     token = 200000 + int(time.time()) % 100000
-    psql(primary, f"BEGIN; SET LOCAL synchronous_commit = remote_apply; INSERT INTO acked VALUES ({token}); COMMIT;")
+    psql(
+        primary,
+        "BEGIN; SET LOCAL synchronous_commit = remote_apply; "
+        f"INSERT INTO acked VALUES ({token}); COMMIT;",
+    )
     assert psql(primary, f"SELECT count(*) FROM acked WHERE id = {token}") == [["1"]]
 
 
 def test_both_other_nodes_follow_the_new_primary_with_quorum(outcome):
     primary = node(outcome["new_primary"])
     followers = sorted(set(NODES) - {outcome["new_primary"]})
-    rows = psql(primary, "SELECT application_name, state, sync_state FROM pg_stat_replication ORDER BY 1", db="postgres")
+    rows = psql(
+        primary,
+        "SELECT application_name, state, sync_state FROM pg_stat_replication ORDER BY 1",
+        db="postgres",
+    )
     assert rows == [[name, "streaming", "quorum"] for name in followers]
     names = psql(primary, "SHOW synchronous_standby_names", db="postgres")[0][0]
     assert names == "ANY 1 (" + ", ".join(f'"{n}"' for n in followers) + ")"
-    slots = psql(primary, "SELECT slot_name, active FROM pg_replication_slots ORDER BY 1", db="postgres")
+    slots = psql(
+        primary, "SELECT slot_name, active FROM pg_replication_slots ORDER BY 1", db="postgres"
+    )
     assert slots == [[n.replace("-", "_"), "t"] for n in followers]
 
 

@@ -13,12 +13,14 @@ APP_HOST = "postgres_replication-pg3"  # also in group app: the kv role may conn
 SERVICE = "postgres@15-main"
 APP_PASSWORD = "pa'ss \"w$rd `x` 1"
 
-testinfra_hosts = [PRIMARY] + STANDBYS
+testinfra_hosts = [PRIMARY, *STANDBYS]
 
 
 def psql(host, sql, db="postgres", check=True):
     """Run SQL as the postgres superuser over the local socket; rows as lists of fields."""
-    cmd = host.run("runuser -u postgres -- psql -X -q -A -t -F '|' -v ON_ERROR_STOP=1 -d %s -c %s", db, sql)
+    cmd = host.run(
+        "runuser -u postgres -- psql -X -q -A -t -F '|' -v ON_ERROR_STOP=1 -d %s -c %s", db, sql
+    )
     if check:
         assert cmd.rc == 0, cmd.stderr
     return [line.split("|") for line in cmd.stdout.splitlines() if line]
@@ -30,7 +32,11 @@ def address(host):
 
 def metrics(host):
     url = f"http://{address(host)}:9187/metrics"
-    cmd = host.run("python3 -c %s %s", "import sys,urllib.request;print(urllib.request.urlopen(sys.argv[1]).read().decode())", url)
+    cmd = host.run(
+        "python3 -c %s %s",
+        "import sys,urllib.request;print(urllib.request.urlopen(sys.argv[1]).read().decode())",
+        url,
+    )
     assert cmd.rc == 0, cmd.stderr
     return [line for line in cmd.stdout.splitlines() if line and not line.startswith("#")]
 
@@ -55,7 +61,8 @@ def test_settings(host):
         psql(
             host,
             "SELECT name, setting FROM pg_settings WHERE name IN ('wal_level', 'wal_log_hints', "
-            "'hot_standby', 'password_encryption', 'synchronous_standby_names', 'max_slot_wal_keep_size')",
+            "'hot_standby', 'password_encryption', 'synchronous_standby_names', "
+            "'max_slot_wal_keep_size')",
         )
     )
     assert rows["wal_level"] == "replica"
@@ -63,14 +70,19 @@ def test_settings(host):
     assert rows["hot_standby"] == "on"
     assert rows["password_encryption"] == "scram-sha-256"
     assert rows["max_slot_wal_keep_size"] != "-1"
-    assert rows["synchronous_standby_names"] == 'ANY 1 ("postgres_replication-pg2", "postgres_replication-pg3")'
+    assert (
+        rows["synchronous_standby_names"]
+        == 'ANY 1 ("postgres_replication-pg2", "postgres_replication-pg3")'
+    )
     assert psql(host, "SELECT count(*) FROM pg_settings WHERE pending_restart") == [["0"]]
 
 
 def test_standbys_stream_with_quorum(host):
     if host.backend.get_hostname() != PRIMARY:
         pytest.skip("checked on the primary")
-    rows = psql(host, "SELECT application_name, state, sync_state FROM pg_stat_replication ORDER BY 1")
+    rows = psql(
+        host, "SELECT application_name, state, sync_state FROM pg_stat_replication ORDER BY 1"
+    )
     assert rows == [[name, "streaming", "quorum"] for name in STANDBYS]
     slots = psql(host, "SELECT slot_name, slot_type, active FROM pg_replication_slots ORDER BY 1")
     assert slots == [[name.replace("-", "_"), "physical", "t"] for name in STANDBYS]
@@ -83,19 +95,24 @@ def test_remote_apply_write_is_on_the_standbys(host):
     psql(
         host,
         "SET ROLE kv; CREATE TABLE IF NOT EXISTS pgr_check (v text);"
-        f"BEGIN; SET LOCAL synchronous_commit = remote_apply; INSERT INTO pgr_check VALUES ('{token}'); COMMIT;",
+        "BEGIN; SET LOCAL synchronous_commit = remote_apply; "
+        f"INSERT INTO pgr_check VALUES ('{token}'); COMMIT;",
         db="kv",
     )
     seen = []
     for name in STANDBYS:
         standby = host.get_host(f"docker://{name}")
-        seen.append(psql(standby, f"SELECT count(*) FROM pgr_check WHERE v = '{token}'", db="kv") == [["1"]])
+        seen.append(
+            psql(standby, f"SELECT count(*) FROM pgr_check WHERE v = '{token}'", db="kv") == [["1"]]
+        )
     # ANY 1: the commit returned once at least one standby had applied it.
     assert any(seen), seen
     for name in STANDBYS:
         standby = host.get_host(f"docker://{name}")
         for _ in range(20):
-            if psql(standby, f"SELECT count(*) FROM pgr_check WHERE v = '{token}'", db="kv") == [["1"]]:
+            if psql(standby, f"SELECT count(*) FROM pgr_check WHERE v = '{token}'", db="kv") == [
+                ["1"]
+            ]:
                 break
             time.sleep(0.5)
         else:
@@ -116,16 +133,19 @@ def test_passwords_are_scram(host):
 def test_kv_role_owns_its_database_and_nothing_more(host):
     if host.backend.get_hostname() != PRIMARY:
         pytest.skip("checked on the primary")
-    assert psql(host, "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'kv'") == [["kv"]]
+    assert psql(host, "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'kv'") == [
+        ["kv"]
+    ]
     assert psql(
         host,
-        "SELECT rolsuper, rolcreatedb, rolcreaterole, rolreplication, rolbypassrls FROM pg_roles WHERE rolname = 'kv'",
+        "SELECT rolsuper, rolcreatedb, rolcreaterole, rolreplication, rolbypassrls "
+        "FROM pg_roles WHERE rolname = 'kv'",
     ) == [["f", "f", "f", "f", "f"]]
     # Only the read-only statistics role the app needs to read pg_stat_replication (the default of
     # postgres_replication_app_memberships).
-    assert psql(host, "SELECT roleid::regrole FROM pg_auth_members WHERE member = 'kv'::regrole") == [
-        ["pg_read_all_stats"]
-    ]
+    assert psql(
+        host, "SELECT roleid::regrole FROM pg_auth_members WHERE member = 'kv'::regrole"
+    ) == [["pg_read_all_stats"]]
     assert psql(
         host,
         "SELECT has_database_privilege('postgres_exporter', 'kv', 'CONNECT'), "
@@ -136,7 +156,9 @@ def test_kv_role_owns_its_database_and_nothing_more(host):
 
 def _startup_reply(addr, user, database):
     """Send a PostgreSQL startup packet; return the server's first message (type, text)."""
-    params = b"".join(k.encode() + b"\0" + v.encode() + b"\0" for k, v in (("user", user), ("database", database)))
+    params = b"".join(
+        k.encode() + b"\0" + v.encode() + b"\0" for k, v in (("user", user), ("database", database))
+    )
     body = struct.pack("!I", 196608) + params + b"\0"
     with socket.create_connection((addr, 5432), timeout=5) as sock:
         sock.sendall(struct.pack("!I", len(body) + 4) + body)
@@ -152,7 +174,11 @@ def test_pg_hba_rejects_a_host_outside_the_inventory(host):
     """The docker host (the controller) is no inventory host: refused before any password."""
     if host.backend.get_hostname() != PRIMARY:
         pytest.skip("checked on the primary")
-    for user, database in (("kv", "kv"), ("replicator", "replication"), ("postgres_exporter", "postgres")):
+    for user, database in (
+        ("kv", "kv"),
+        ("replicator", "replication"),
+        ("postgres_exporter", "postgres"),
+    ):
         kind, text = _startup_reply(address(host), user, database)
         assert kind == b"E", (kind, text)
         assert "no pg_hba.conf entry" in text, text
@@ -181,10 +207,13 @@ def test_pg_hba_and_passwords_from_the_inventory(host):
         f"host={primary} user=kv dbname=kv passfile=/dev/null",
     )
     kv_wrong = host.run(
-        "PGPASSWORD=wrong psql -X -At %s -c 'SELECT 1'", f"host={primary} user=kv dbname=kv passfile=/dev/null"
+        "PGPASSWORD=wrong psql -X -At %s -c 'SELECT 1'",
+        f"host={primary} user=kv dbname=kv passfile=/dev/null",
     )
     kv_other_db = host.run(
-        "PGPASSWORD=%s psql -X -At %s -c 'SELECT 1'", APP_PASSWORD, f"host={primary} user=kv dbname=postgres"
+        "PGPASSWORD=%s psql -X -At %s -c 'SELECT 1'",
+        APP_PASSWORD,
+        f"host={primary} user=kv dbname=postgres",
     )
     assert "no pg_hba.conf entry" in kv_other_db.stderr, kv_other_db.stderr
     if me == APP_HOST:
@@ -205,7 +234,9 @@ def parse(lines):
 
 
 def value(samples, name, **labels):
-    found = [v for n, lab, v in samples if n == name and all(lab.get(k) == w for k, w in labels.items())]
+    found = [
+        v for n, lab, v in samples if n == name and all(lab.get(k) == w for k, w in labels.items())
+    ]
     assert len(found) == 1, (name, labels, found)
     return found[0]
 
@@ -219,7 +250,15 @@ def test_exporter_shows_replication(host):
         assert value(samples, "pgrepl_quorum_required") == 1
         assert value(samples, "pgrepl_quorum_streaming_standbys") == 2
         for standby in STANDBYS:
-            assert value(samples, "pgrepl_standby_replay_lag_bytes", application_name=standby, sync_state="quorum") >= 0
+            assert (
+                value(
+                    samples,
+                    "pgrepl_standby_replay_lag_bytes",
+                    application_name=standby,
+                    sync_state="quorum",
+                )
+                >= 0
+            )
             assert value(samples, "pgrepl_slot_active", slot_name=standby.replace("-", "_")) == 1
     else:
         assert value(samples, "pgrepl_node_is_primary") == 0
