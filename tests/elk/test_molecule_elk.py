@@ -10,13 +10,11 @@ Set KV_ELK_MOLECULE=0 to leave it out on purpose (also a visible skip).
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from molecule_gate import run_scenario
 
-from .conftest import REPO
 from .vendor_repo import probe, repo_url
 
 MAX_MAP_COUNT = 262144
@@ -40,15 +38,4 @@ def test_elk_molecule_scenario():
             f"Elasticsearch needs {MAX_MAP_COUNT}; containers share it with the host. Run "
             f"`sudo sysctl -w vm.max_map_count={MAX_MAP_COUNT}` and try again."
         )
-    bin_dir = Path(sys.executable).parent
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
-    done = subprocess.run(
-        ["molecule", "test", "-s", "elk"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=3600,
-    )
-    output = done.stdout + done.stderr
-    assert done.returncode == 0, f"molecule test -s elk failed:\n{output[-8000:]}"
+    run_scenario("elk")

@@ -7,14 +7,13 @@ to find that out. Set KV_GRAFANA_MOLECULE=0 to leave it out on purpose (also a v
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
+from molecule_gate import run_scenario
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULTS = REPO / "roles" / "prometheus_grafana" / "defaults" / "main.yml"
@@ -41,16 +40,4 @@ def test_grafana_molecule_scenario():
             f"this machine ({why}); Grafana comes only from there. Its dashboards and "
             "provisioning were checked without it (tests/monitoring/test_dashboards.py)."
         )
-    bin_dir = Path(sys.executable).parent
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
-    done = subprocess.run(
-        ["molecule", "test", "-s", "grafana"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=3600,
-    )
-    assert done.returncode == 0, (
-        f"molecule test -s grafana failed:\n{(done.stdout + done.stderr)[-8000:]}"
-    )
+    run_scenario("grafana")
