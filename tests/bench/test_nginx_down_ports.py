@@ -1,0 +1,78 @@
+"""nginx_upstream_down_ports (used by playbooks/benchmark.yml's phases): the role's upstream
+template marks exactly the listed instances `down`, and its preflight refuses a value that names
+an unknown host, is not a list, or would leave no instance in the upstream."""
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+INVENTORY = """
+all:
+  hosts:
+    localhost: {internal_address: 10.0.0.10}
+  children:
+    app:
+      hosts:
+        app1: {internal_address: 10.0.0.21}
+        app2: {internal_address: 10.0.0.22, django_kv_instances: [9000, 9001]}
+"""
+
+
+def render(tmp_path, down_ports):
+    (tmp_path / "hosts.yml").write_text(INVENTORY)
+    out = tmp_path / "out"
+    out.mkdir()
+    playbook = shutil.which("ansible-playbook") or str(ROOT / ".venv" / "bin" / "ansible-playbook")
+    run = subprocess.run(
+        [playbook, str(HERE / "render_upstream.yml"), "-i", str(tmp_path / "hosts.yml"),
+         "-e", f"out_dir={out}", "-e", json.dumps({"nginx_upstream_down_ports": down_ports})],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+        env={**os.environ, "ANSIBLE_FORCE_COLOR": "0"},
+    )  # fmt: skip
+    servers = {}
+    for f in sorted(out.glob("*.conf")):
+        for line in f.read_text().splitlines():
+            if line.startswith("server "):
+                servers[line.split()[1]] = line.rstrip(";").endswith(" down")
+    return run, servers
+
+
+def test_no_ports_down_by_default(tmp_path):
+    run, servers = render(tmp_path, {})
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert servers == {
+        "10.0.0.21:8000": False, "10.0.0.21:8001": False, "10.0.0.21:8002": False,
+        "10.0.0.22:9000": False, "10.0.0.22:9001": False,
+    }  # fmt: skip
+
+
+def test_listed_instances_are_down_and_only_those(tmp_path):
+    run, servers = render(tmp_path, {"app1": [8001, 8002], "app2": ["9001"]})
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert servers == {
+        "10.0.0.21:8000": False, "10.0.0.21:8001": True, "10.0.0.21:8002": True,
+        "10.0.0.22:9000": False, "10.0.0.22:9001": True,
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "down_ports",
+    [
+        {"app3": [8000]},
+        {"app1": 8000},
+        {"app1": "8000"},
+        {"app1": [8000, 8001, 8002], "app2": [9000, 9001]},
+    ],
+    ids=["unknown-host", "not-a-list", "a-string", "nothing-left"],
+)
+def test_preflight_refuses_a_bad_value(tmp_path, down_ports):
+    run, servers = render(tmp_path, down_ports)
+    assert run.returncode != 0
+    assert "nginx_upstream_down_ports maps app hosts" in run.stdout
+    assert servers == {}
