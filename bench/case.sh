@@ -1,0 +1,22 @@
+#!/bin/bash
+# One case of playbooks/benchmark.yml on the client host: wrk for WARMUP seconds (connections
+# opened, caches and database connections of every instance warm; figures kept apart as
+# BENCH_WARMUP_JSON, their errors still count), then the measured run (BENCH_JSON).
+#   case.sh WARMUP DURATION THREADS CONNECTIONS TIMEOUT URL -- <kv.lua arguments>
+# The bearer token comes from the environment (KV_BENCH_TOKEN), never from the command line.
+set -euo pipefail
+warmup=$1 duration=$2 threads=$3 connections=$4 timeout=$5 url=$6
+shift 6
+[ "${1:-}" = "--" ] && shift
+script="$(dirname "$0")/kv.lua"
+run() {
+  local seconds=$1
+  shift
+  wrk "-t$threads" "-c$connections" "-d${seconds}s" --timeout "${timeout}s" -s "$script" "$url" \
+    -- "$@"
+}
+if [ "$warmup" -gt 0 ]; then
+  out=$(run "$warmup" "$@")
+  grep '^BENCH_JSON ' <<<"$out" | sed 's/^BENCH_JSON /BENCH_WARMUP_JSON /'
+fi
+run "$duration" "$@"
