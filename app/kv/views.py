@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from django.conf import settings
+from django.db import connections
 from django.http import HttpResponse, JsonResponse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.views import APIView
@@ -27,6 +28,7 @@ from .models import KVItem
 from .nodes import CLUSTER
 from .parsers import ValueTooLarge
 from .quorum import (
+    READ_SQL,
     QuorumUnavailable,
     encode_value,
     list_quorum,
@@ -285,9 +287,11 @@ def readyz(request):
 
 def bare_get(request, key):
     """Benchmark baseline (routed only with KV_BENCH_BARE_VIEW=1): the same primary-key lookup
-    on the primary, with no DRF, auth, consistency logic or node selection."""
-    rows = list(KVItem.objects.using("default").filter(pk=key)
-                .values_list("value", "version", "deleted"))
-    if not rows or rows[0][2]:
+    as every read of the API (READ_SQL, one statement through the connection's cursor) on the
+    primary, with no DRF, auth, consistency logic, node selection or metrics of its own."""
+    with connections["default"].cursor() as cur:
+        cur.execute(READ_SQL, [key])
+        row = cur.fetchone()
+    if row is None or row[2]:
         return JsonResponse({"error": "not_found", "detail": "no such key"}, status=404)
-    return JsonResponse({"key": key, "value": rows[0][0], "version": str(rows[0][1])})
+    return JsonResponse({"key": key, "value": json.loads(row[0]), "version": str(row[1])})
