@@ -36,7 +36,7 @@ def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-_cache: dict[str, tuple[float, TokenUser | None]] = {}
+_cache: dict[str, tuple[float, TokenUser | None]] = {}  # token -> (expiry, user or None)
 _cache_lock = threading.Lock()
 
 
@@ -46,11 +46,13 @@ def clear_cache() -> None:
 
 
 def lookup(token: str) -> TokenUser | None:
-    digest = token_digest(token)
+    # keyed by the token itself: a hit costs no hashing (the process holds the token anyway,
+    # in the request being served)
     now = time.monotonic()
-    hit = _cache.get(digest)
+    hit = _cache.get(token)
     if hit is not None and hit[0] > now:
         return hit[1]
+    digest = token_digest(token)
     from .models import ApiToken
     from .nodes import on_node
     from .routers import NodeRouter
@@ -62,7 +64,7 @@ def lookup(token: str) -> TokenUser | None:
     with _cache_lock:
         if len(_cache) >= _MAX_CACHE:
             _cache.clear()
-        _cache[digest] = (now + settings.KV["TOKEN_CACHE_TTL"], user)
+        _cache[token] = (now + settings.KV["TOKEN_CACHE_TTL"], user)
     return user
 
 

@@ -28,7 +28,7 @@ from . import metrics
 from .consistency import format_lsn, format_session_token, newest, parse_lsn, split_version
 from .models import KVItem
 from .nodes import CLUSTER, ClusterState, on_node, pick, pool
-from .routers import NodeRouter, NoPrimary, routing
+from .routers import NoPrimary, kv_read_node
 from .watchdog import WATCHDOG
 
 log = logging.getLogger("kv.quorum")
@@ -247,13 +247,11 @@ def read_primary(key: str) -> ReadResult:
 def read_one(key: str, max_lag: float) -> ReadResult:
     """A standby chosen by the router (lag within max_lag), else the primary."""
     outcomes: dict[str, str] = {}
-    router = NodeRouter()
     for _ in range(len(settings.KV_NODES)):
-        with routing(max_lag=max_lag):
-            try:
-                name = router.db_for_read(KVItem)
-            except NoPrimary:
-                break
+        try:
+            name = kv_read_node(max_lag)
+        except NoPrimary:
+            break
         if name in outcomes:  # the router has no other standby: the primary is the fallback
             primary = CLUSTER.state().primary
             if primary is None or primary in outcomes:

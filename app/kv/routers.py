@@ -44,22 +44,31 @@ def routing(node: str | None = None, max_lag: float | None = None):
         _route.reset(reset)
 
 
+def kv_read_node(max_lag: float | None = None) -> str:
+    """The node for an ``r=one`` read: a healthy standby whose lag is within ``max_lag``
+    (default KV_MAX_LAG), chosen at random (nodes that failed since the last probe last), else
+    the primary. The router's choice for KV items; called directly on the read path."""
+    state = CLUSTER.state()
+    standbys = state.standbys(max_lag=settings.KV["MAX_LAG"] if max_lag is None else max_lag)
+    choice = CLUSTER.choose(standbys) if standbys else state.primary
+    if choice is None:
+        raise NoPrimary("no healthy PostgreSQL node to read from")
+    return choice
+
+
 class NodeRouter:
     def db_for_read(self, model, **hints):
         route = _route.get()
         if route is not None and route.node is not None:
             route.chosen = route.node
             return route.node
-        state = CLUSTER.state()
         if model._meta.model_name == "kvitem":
-            max_lag = settings.KV["MAX_LAG"] if route is None or route.max_lag is None \
-                else route.max_lag
-            candidates = CLUSTER.order(state.standbys(max_lag=max_lag))
-            choice = candidates[0] if candidates else state.primary
+            choice = kv_read_node(None if route is None else route.max_lag)
         else:
+            state = CLUSTER.state()
             choice = state.primary or next(iter(state.eligible()), None)
-        if choice is None:
-            raise NoPrimary("no healthy PostgreSQL node to read from")
+            if choice is None:
+                raise NoPrimary("no healthy PostgreSQL node to read from")
         if route is not None:
             route.chosen = choice
         return choice
