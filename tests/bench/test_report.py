@@ -43,6 +43,10 @@ def raw(*, quorum_rps=700, warm_errors=0, second_ceiling=1100):
     ]}  # fmt: skip
 
 
+def run_of(summary, name, n):
+    return next(c for c in summary["cases"] if c["case"] == name and c["instances_per_host"] == n)
+
+
 def by_name(summary):
     return {t["case"]: t for t in summary["targets"]}
 
@@ -50,10 +54,10 @@ def by_name(summary):
 def test_ratios_use_the_mean_of_the_ceiling_runs():
     s = report.summarize(raw())
     assert s["ceilings"]["lb bare get x3"] == {"runs_rps": [900.0, 1100.0], "mean_rps": 1000.0}
-    one = next(c for c in s["cases"] if c["case"] == "lb get r=one" and c["instances_per_host"] == 3)
+    one = run_of(s, "lb get r=one", 3)
     assert one["ratio_to_ceiling"] == pytest.approx(0.85)
     assert one["ratio_to_one_direct_instance"] == pytest.approx(0.85)
-    one_x1 = next(c for c in s["cases"] if c["case"] == "lb get r=one" and c["instances_per_host"] == 1)
+    one_x1 = run_of(s, "lb get r=one", 1)
     assert one_x1["ratio_to_ceiling"] == pytest.approx(1.0)
 
 
