@@ -5,13 +5,14 @@ counts per case, ratios to the ceiling and to one direct instance, the targets, 
 
 RAW.json (written by playbooks/benchmark.yml): {"meta": {...}, "cases": [{"name", "target"
 (lb|direct), "view" (kv|bare), "op" (get|put), "level", "instances", "wrk": {BENCH_JSON},
-"warmup": {BENCH_JSON of the unmeasured warm-up}}, ...]}
+"warmup": {BENCH_JSON of the unmeasured warm-up, first round only}, "round": N}, ...]}
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from statistics import median
 
 # (case at the full instance count through the balancer, minimum ratio to the ceiling)
 TARGETS = [
@@ -34,46 +35,53 @@ def _errors(w: dict) -> tuple[int, dict]:
 
 
 def summarize(raw: dict) -> dict:
-    """One row per measured wrk run. A case measured twice in a phase (the ceiling, before and
-    after the cases compared with it) is compared through the mean of its runs."""
-    cases = []
+    """One row per case and instance count. A case runs once per round (rounds interleave the
+    cases, so the machine's drift hits all of them alike): throughput and latencies are the
+    median over its rounds, errors the sum over its rounds and its warm-up."""
+    groups: dict[tuple[str, int], list[dict]] = {}
     for c in raw["cases"]:
-        w = c["wrk"]
-        seconds = w["duration_us"] / 1e6 or 1.0
-        socket_errors, errors = _errors(w)
-        warm = c.get("warmup") or {}
-        warm_socket_errors, _ = _errors(warm)
+        groups.setdefault((case_id(c), c["instances"]), []).append(c)
+    cases = []
+    for (name, n), runs in groups.items():
+        first = runs[0]
+        rps = [round(r["wrk"]["requests"] / ((r["wrk"]["duration_us"] / 1e6) or 1.0), 1)
+               for r in runs]
+        measured = [_errors(r["wrk"]) for r in runs]
+        warm = [r.get("warmup") or {} for r in runs]
+        kinds: dict[str, int] = {}
+        statuses: dict[str, int] = {}
+        for r, (_, errors) in zip(runs, measured, strict=True):
+            for k, v in errors.items():
+                kinds[k] = kinds.get(k, 0) + v
+            for k, v in (r["wrk"].get("non2xx_by_status") or {}).items():
+                statuses[k] = statuses.get(k, 0) + v
         cases.append({
-            "case": case_id(c), "target": c["target"], "view": c["view"], "op": c["op"],
-            "level": c.get("level"), "instances_per_host": c["instances"],
-            "requests": w["requests"], "seconds": round(seconds, 2),
-            "rps": round(w["requests"] / seconds, 1),
-            "p50_ms": round(w["latency_us"]["p50"] / 1000, 2),
-            "p99_ms": round(w["latency_us"]["p99"] / 1000, 2),
-            "non2xx": w["non2xx"], "non2xx_by_status": w.get("non2xx_by_status", {}),
-            "socket_errors": socket_errors, "socket_errors_by_kind": errors,
-            "warmup_requests": warm.get("requests", 0),
-            "warmup_non2xx": warm.get("non2xx", 0),
-            "warmup_socket_errors": warm_socket_errors,
+            "case": name, "target": first["target"], "view": first["view"], "op": first["op"],
+            "level": first.get("level"), "instances_per_host": n,
+            "rounds": len(runs), "runs_rps": rps, "rps": round(median(rps), 1),
+            "requests": sum(r["wrk"]["requests"] for r in runs),
+            "p50_ms": round(median([r["wrk"]["latency_us"]["p50"] for r in runs]) / 1000, 2),
+            "p99_ms": round(median([r["wrk"]["latency_us"]["p99"] for r in runs]) / 1000, 2),
+            "non2xx": sum(r["wrk"]["non2xx"] for r in runs), "non2xx_by_status": statuses,
+            "socket_errors": sum(e for e, _ in measured), "socket_errors_by_kind": kinds,
+            "warmup_requests": sum(w.get("requests", 0) for w in warm),
+            "warmup_non2xx": sum(w.get("non2xx", 0) for w in warm),
+            "warmup_socket_errors": sum(_errors(w)[0] for w in warm),
         })
-    runs: dict[tuple[str, int], list[float]] = {}
-    for c in cases:
-        runs.setdefault((c["case"], c["instances_per_host"]), []).append(c["rps"])
-    mean = {k: sum(v) / len(v) for k, v in runs.items()}
+    by = {(c["case"], c["instances_per_host"]): c for c in cases}
     full = max((c["instances_per_host"] for c in cases), default=0)
     for c in cases:
         n = c["instances_per_host"]
-        ceiling = mean.get(("lb bare get" if c["target"] == "lb" else "direct bare get", n))
-        direct = mean.get((c["case"].replace("lb ", "direct ", 1), full))
-        c["ratio_to_ceiling"] = round(c["rps"] / ceiling, 3) if ceiling else None
-        c["ratio_to_one_direct_instance"] = round(c["rps"] / direct, 3) if direct else None
-    ceilings = {f"{name} x{n}": {"runs_rps": runs[(name, n)], "mean_rps": round(mean[(name, n)], 1)}
-                for (name, n) in runs if "bare" in name}
+        ceiling = by.get(("lb bare get" if c["target"] == "lb" else "direct bare get", n))
+        direct = by.get((c["case"].replace("lb ", "direct ", 1), full))
+        c["ratio_to_ceiling"] = round(c["rps"] / ceiling["rps"], 3) if ceiling and ceiling[
+            "rps"] else None
+        c["ratio_to_one_direct_instance"] = round(c["rps"] / direct["rps"], 3) if direct and \
+            direct["rps"] else None
     targets = []
     for name, minimum in TARGETS:
-        ceiling = mean.get(("lb bare get", full))
-        rps = mean.get((name, full))
-        ratio = round(rps / ceiling, 3) if rps is not None and ceiling else None
+        c = by.get((name, full))
+        ratio = c["ratio_to_ceiling"] if c else None
         targets.append({"case": name, "instances_per_host": full, "min_ratio_to_ceiling": minimum,
                         "ratio_to_ceiling": ratio,
                         "met": ratio is not None and ratio >= minimum})
@@ -82,20 +90,19 @@ def summarize(raw: dict) -> dict:
              or c["warmup_socket_errors"]]
     targets.append({"case": "every case", "requirement": "zero non-2xx and socket errors "
                     "(warm-up included)", "offending": dirty, "met": not dirty})
-    return {"meta": raw.get("meta", {}), "cases": cases, "ceilings": ceilings,
-            "targets": targets, "all_targets_met": all(t["met"] for t in targets)}
+    return {"meta": raw.get("meta", {}), "cases": cases, "targets": targets,
+            "all_targets_met": all(t["met"] for t in targets)}
 
 
 def table(report: dict) -> str:
-    cols = ["case", "instances_per_host", "rps", "p50_ms", "p99_ms", "non2xx", "socket_errors",
-            "warmup_non2xx", "ratio_to_ceiling", "ratio_to_one_direct_instance"]
-    rows = [["case", "inst/host", "req/s", "p50 ms", "p99 ms", "non2xx", "sock err",
-             "warm-up non2xx", "/ceiling", "/direct"]]
-    rows += [[str(c[k]) for k in cols] for c in report["cases"]]
+    cols = ["case", "instances_per_host", "rps", "runs_rps", "p50_ms", "p99_ms", "non2xx",
+            "socket_errors", "warmup_non2xx", "ratio_to_ceiling", "ratio_to_one_direct_instance"]
+    rows = [["case", "inst/host", "req/s", "rounds req/s", "p50 ms", "p99 ms", "non2xx",
+             "sock err", "warm-up non2xx", "/ceiling", "/direct"]]
+    rows += [[" ".join(f"{v:.0f}" for v in c[k]) if k == "runs_rps" else str(c[k])
+              for k in cols] for c in report["cases"]]
     widths = [max(len(r[i]) for r in rows) for i in range(len(cols))]
     lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in rows]
-    for name, c in report.get("ceilings", {}).items():
-        lines.append(f"ceiling {name}: runs {c['runs_rps']} req/s, mean {c['mean_rps']}")
     for t in report["targets"]:
         if "min_ratio_to_ceiling" in t:
             lines.append(f"target {t['case']} >= {t['min_ratio_to_ceiling']:.0%} of the ceiling: "
@@ -119,12 +126,9 @@ def plot(report: dict, path: str) -> None:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(14, 6))
     colors = ["tab:gray" if c["view"] == "bare" else "tab:blue" if c["target"] == "lb"
               else "tab:orange" for c in main]
-    seen: dict[str, int] = {}
-    labels = []
-    for c in main:
-        seen[c["case"]] = seen.get(c["case"], 0) + 1
-        labels.append(c["case"] + (f" (run {seen[c['case']]})" if seen[c["case"]] > 1 else ""))
-    ax1.barh(labels, [c["rps"] for c in main], color=colors)
+    ax1.barh([c["case"] for c in main], [c["rps"] for c in main], color=colors,
+             xerr=[[c["rps"] - min(c["runs_rps"]) for c in main],
+                   [max(c["runs_rps"]) - c["rps"] for c in main]], capsize=3)
     for i, c in enumerate(main):
         label = f" {c['rps']:.0f}/s p99 {c['p99_ms']:.0f} ms"
         if c["non2xx"] or c["socket_errors"]:
@@ -135,11 +139,7 @@ def plot(report: dict, path: str) -> None:
     ax1.set_title(f"{full} instances per app host (gray: bare Django view = ceiling)")
     names = sorted({c["case"] for c in scaling})
     for name in names:
-        by_n: dict[int, list[float]] = {}
-        for c in scaling:
-            if c["case"] == name:
-                by_n.setdefault(c["instances_per_host"], []).append(c["rps"])
-        pts = sorted((n, sum(v) / len(v)) for n, v in by_n.items())
+        pts = sorted((c["instances_per_host"], c["rps"]) for c in scaling if c["case"] == name)
         if len(pts) > 1:
             ax2.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
     ax2.set_xlabel("instances per app host")
@@ -151,7 +151,8 @@ def plot(report: dict, path: str) -> None:
     wrk = meta.get("wrk", {})
     fig.suptitle(f"KV benchmark {meta.get('date', '')} {meta.get('machine', '')} "
                  f"wrk -t{wrk.get('threads')} -c{wrk.get('connections')} "
-                 f"-d{wrk.get('duration')}s (after {wrk.get('warmup', 0)}s warm-up)", fontsize=10)
+                 f"-d{wrk.get('duration')}s, median of {wrk.get('rounds', 1)} interleaved rounds "
+                 f"(bars: min-max), {wrk.get('warmup', 0)}s warm-up", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 
