@@ -7,9 +7,8 @@ refuses to write when fewer than k standbys are streaming. The transaction runs 
 A cancelled commit has committed on the primary: that outcome is indeterminate and answered
 with 503 ``committed_locally: true``.
 
-Reads: ``quorum`` asks R nodes (one in the request thread, then the others on their pools under
-the read deadline; a node that fails is replaced by the next healthy one) and takes the highest
-version; ``primary`` asks the primary; ``one`` asks a standby chosen by
+Reads: ``quorum`` asks R nodes concurrently (replacing a node that fails by the next healthy
+one) and takes the highest version; ``primary`` asks the primary; ``one`` asks a standby chosen by
 the router; a session token is served by a standby that has replayed past it, else the primary.
 """
 
@@ -122,9 +121,9 @@ def _unreachable_nodes(state: ClusterState) -> dict:
 
 
 def _gather(fn, *args) -> list[tuple[str, object]]:
-    """Run ``fn(node, *args)`` on R nodes that may serve reads (one in this thread, then R - 1
-    on the nodes' pools, concurrently with each other); replace a node that fails by the next
-    one. Returns R (node, result) pairs, or raises QuorumUnavailable with every node's outcome."""
+    """Run ``fn(node, *args)`` on R nodes that may serve reads, concurrently (one in this
+    thread, R - 1 on the nodes' pools); replace a node that fails by the next one. Returns R
+    (node, result) pairs, or raises QuorumUnavailable with every node's outcome."""
     state = CLUSTER.state()
     need = state.quorum.r
     outcomes = _unreachable_nodes(state)
@@ -149,18 +148,15 @@ def _gather(fn, *args) -> list[tuple[str, object]]:
         outcomes[name] = "ok"
         answers.append((name, result))
 
-    # The first node in this thread, then the other R - 1 on their pools (under the deadline).
-    # Not all at once: two threads querying at the same time contend for the GIL, which doubled
-    # the CPU time of a quorum read and saved no wall time on the lab (app/README.md).
     inline = next(candidates, None)
+    for _ in range(need - 1):
+        if not submit():
+            break
     if inline is not None:
         try:
             record(inline, on_node(inline, fn, inline, *args), None)
         except Exception as exc:
             record(inline, None, exc)
-    for _ in range(need - len(answers) - len(pending)):
-        if not submit():
-            break
     while pending and len(answers) < need:
         done, _ = wait(pending, timeout=max(0.0, deadline - time.monotonic()),
                        return_when=FIRST_COMPLETED)
