@@ -131,8 +131,10 @@ def plot(report: dict, path: str) -> None:
                    [max(c["runs_rps"]) - c["rps"] for c in main]], capsize=3)
     for i, c in enumerate(main):
         label = f" {c['rps']:.0f}/s p99 {c['p99_ms']:.0f} ms"
-        if c["non2xx"] or c["socket_errors"]:
-            label += f" ERR {c['non2xx'] + c['socket_errors']}"
+        errors = (c["non2xx"] + c["socket_errors"] + c["warmup_non2xx"]
+                  + c["warmup_socket_errors"])
+        if errors:
+            label += f" ERR {errors}"
         ax1.text(c["rps"], i, label, va="center", fontsize=8)
     ax1.invert_yaxis()
     ax1.set_xlabel("requests per second")

@@ -252,7 +252,7 @@ class Cluster:
     def choose(self, names: list[str]) -> str:
         """One of ``names`` (not empty), as ``order(names)[0]`` would pick it."""
         if not self._failed:
-            return names[0] if len(names) == 1 else random.choice(names)
+            return random.choice(names)
         return self.order(names)[0]
 
     def order(self, names: list[str]) -> list[str]:

@@ -95,18 +95,24 @@ def _node_failed(name: str, op: str, level: str, exc: BaseException | str) -> st
 READ_SQL = f"SELECT value, version, deleted FROM {KVItem._meta.db_table} WHERE key = %s"
 
 
-def _read_row(alias: str, key: str):
-    started = time.perf_counter()
-    try:
-        with connections[alias].cursor() as cur:
-            cur.execute(READ_SQL, [key])
-            row = cur.fetchone()
-    finally:
-        metrics.observe_read(alias, time.perf_counter() - started)
+def fetch_row(alias: str, key: str):
+    """(value, version, deleted) of ``key`` on node ``alias``, or None. Also the bare benchmark
+    view's lookup (kv.views.bare_get), so that the ceiling costs what an API read costs."""
+    with connections[alias].cursor() as cur:
+        cur.execute(READ_SQL, [key])
+        row = cur.fetchone()
     if row is None:
         return None
     value = row[0]
     return (json.loads(value) if isinstance(value, str) else value), row[1], row[2]
+
+
+def _read_row(alias: str, key: str):
+    started = time.perf_counter()
+    try:
+        return fetch_row(alias, key)
+    finally:
+        metrics.observe_read(alias, time.perf_counter() - started)
 
 
 def _result(row, node: str) -> ReadResult:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 from django.conf import settings
-from django.db import connections
 from django.http import HttpResponse, JsonResponse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.views import APIView
@@ -28,9 +27,9 @@ from .models import KVItem
 from .nodes import CLUSTER
 from .parsers import ValueTooLarge
 from .quorum import (
-    READ_SQL,
     QuorumUnavailable,
     encode_value,
+    fetch_row,
     list_quorum,
     read_one,
     read_primary,
@@ -287,11 +286,9 @@ def readyz(request):
 
 def bare_get(request, key):
     """Benchmark baseline (routed only with KV_BENCH_BARE_VIEW=1): the same primary-key lookup
-    as every read of the API (READ_SQL, one statement through the connection's cursor) on the
-    primary, with no DRF, auth, consistency logic, node selection or metrics of its own."""
-    with connections["default"].cursor() as cur:
-        cur.execute(READ_SQL, [key])
-        row = cur.fetchone()
+    as every read of the API (kv.quorum.fetch_row) on the primary, with no DRF, auth,
+    consistency logic, node selection or metrics of its own."""
+    row = fetch_row("default", key)
     if row is None or row[2]:
         return JsonResponse({"error": "not_found", "detail": "no such key"}, status=404)
-    return JsonResponse({"key": key, "value": json.loads(row[0]), "version": str(row[1])})
+    return JsonResponse({"key": key, "value": row[0], "version": str(row[1])})
