@@ -149,7 +149,7 @@ _pools_pid: int | None = None
 
 
 def pool(node: str) -> ThreadPoolExecutor:
-    """Threads that query one node (concurrent reads, probes): each keeps one connection to that
+    """Threads that query one node (quorum listings, probes): each keeps one connection to that
     node only, so a worker holds at most KV_READ_POOL_SIZE pooled connections per node, and a
     node that hangs ties up only its own threads."""
     global _pools_pid

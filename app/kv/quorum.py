@@ -10,6 +10,8 @@ with 503 ``committed_locally: true``.
 Reads: ``quorum`` asks R nodes concurrently (replacing a node that fails by the next healthy
 one) and takes the highest version; ``primary`` asks the primary; ``one`` asks a standby chosen by
 the router; a session token is served by a standby that has replayed past it, else the primary.
+Single-key reads at the three levels run in the request thread through kv.fanout (non-blocking
+queries, all bounded by KV_READ_TIMEOUT); quorum listings run on the nodes' pools (_gather).
 """
 
 from __future__ import annotations
@@ -24,11 +26,11 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.db import DatabaseError, connections, transaction
 
-from . import metrics
+from . import fanout, metrics
 from .consistency import format_lsn, format_session_token, newest, parse_lsn, split_version
 from .models import KVItem
 from .nodes import CLUSTER, ClusterState, on_node, pick, pool
-from .routers import NoPrimary, kv_read_node
+from .routers import kv_read_order
 from .watchdog import WATCHDOG
 
 log = logging.getLogger("kv.quorum")
@@ -129,7 +131,9 @@ def _unreachable_nodes(state: ClusterState) -> dict:
 def _gather(fn, *args) -> list[tuple[str, object]]:
     """Run ``fn(node, *args)`` on R nodes that may serve reads, concurrently (one in this
     thread, R - 1 on the nodes' pools); replace a node that fails by the next one. Returns R
-    (node, result) pairs, or raises QuorumUnavailable with every node's outcome."""
+    (node, result) pairs, or raises QuorumUnavailable with every node's outcome. Quorum
+    listings use it (ORM queries of many rows, where a hand-off's cost does not matter);
+    single-key reads use kv.fanout."""
     state = CLUSTER.state()
     need = state.quorum.r
     outcomes = _unreachable_nodes(state)
@@ -188,8 +192,29 @@ def _gather(fn, *args) -> list[tuple[str, object]]:
     return answers[:need]
 
 
+def _read_failed(level: str):
+    def on_failure(name: str, exc: BaseException | str) -> str:
+        CLUSTER.mark_failed(name)
+        return _node_failed(name, "read", level, exc)
+    return on_failure
+
+
+def _read_nodes(candidates, need: int, key: str, level: str):
+    """(answers, outcomes) of READ_SQL on ``need`` nodes at once (kv.fanout); the value comes
+    decoded (psycopg2's jsonb typecaster), as fetch_row returns it."""
+    return fanout.gather(READ_SQL, [key], candidates, need, settings.KV["READ_TIMEOUT"],
+                         _read_failed(level), metrics.observe_read)
+
+
 def read_quorum(key: str) -> ReadResult:
-    answers = _gather(_read_row, key)
+    state = CLUSTER.state()
+    need = state.quorum.r
+    answers, outcomes = _read_nodes(pick(state.eligible()), need, key, "quorum")
+    if len(answers) < need:
+        metrics.count("read", "quorum", "unavailable")
+        raise QuorumUnavailable(f"{len(answers)} of the {need} nodes a quorum read needs answered",
+                                need, len(answers), {**_unreachable_nodes(state), **outcomes})
+    metrics.count("read", "quorum", "ok")
     # a tombstone takes part with its version; a missing row with none
     best = newest([(row[1] if row is not None else 0, (row, name)) for name, row in answers])
     row, node = best[1]  # type: ignore[index]
@@ -239,41 +264,24 @@ def read_primary(key: str) -> ReadResult:
     if state.primary is None:
         metrics.count("read", "primary", "unavailable")
         raise QuorumUnavailable("no primary is reachable", 1, 0, _unreachable_nodes(state))
-    try:
-        row = on_node(state.primary, _read_row, state.primary, key)
-    except DatabaseError as exc:
-        CLUSTER.mark_failed(state.primary)
+    answers, outcomes = _read_nodes([state.primary], 1, key, "primary")
+    if not answers:
         metrics.count("read", "primary", "unavailable")
-        raise QuorumUnavailable("the primary did not answer", 1, 0, {
-            state.primary: _node_failed(state.primary, "read", "primary", exc)}) from None
+        raise QuorumUnavailable("the primary did not answer", 1, 0, outcomes)
     metrics.count("read", "primary", "ok")
-    return _result(row, state.primary)
+    return _result(answers[0][1], state.primary)
 
 
 def read_one(key: str, max_lag: float) -> ReadResult:
     """A standby chosen by the router (lag within max_lag), else the primary."""
-    outcomes: dict[str, str] = {}
-    for _ in range(len(settings.KV_NODES)):
-        try:
-            name = kv_read_node(max_lag)
-        except NoPrimary:
-            break
-        if name in outcomes:  # the router has no other standby: the primary is the fallback
-            primary = CLUSTER.state().primary
-            if primary is None or primary in outcomes:
-                break
-            name = primary
-        try:
-            row = on_node(name, _read_row, name, key)
-        except DatabaseError as exc:
-            outcomes[name] = _node_failed(name, "read", "one", exc)
-            CLUSTER.mark_failed(name)
-            continue
-        metrics.count("read", "one", "ok")
-        return _result(row, name)
-    metrics.count("read", "one", "unavailable")
-    raise QuorumUnavailable("no node answered", 1, 0, outcomes or _unreachable_nodes(
-        CLUSTER.state()))
+    answers, outcomes = _read_nodes(kv_read_order(CLUSTER.state(), max_lag), 1, key, "one")
+    if not answers:
+        metrics.count("read", "one", "unavailable")
+        raise QuorumUnavailable("no node answered", 1, 0, outcomes or _unreachable_nodes(
+            CLUSTER.state()))
+    metrics.count("read", "one", "ok")
+    name, row = answers[0]
+    return _result(row, name)
 
 
 def _token_read(alias: str, key: str, lsn: int):

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.db import OperationalError
 
-from .nodes import CLUSTER
+from .nodes import CLUSTER, ClusterState
 
 
 class NoPrimary(OperationalError):
@@ -54,6 +54,18 @@ def kv_read_node(max_lag: float | None = None) -> str:
     if choice is None:
         raise NoPrimary("no healthy PostgreSQL node to read from")
     return choice
+
+
+def kv_read_order(state: ClusterState, max_lag: float | None = None) -> list[str]:
+    """Every node an ``r=one`` read may ask, in the order ``kv_read_node`` would pick them: the
+    standbys whose lag is within ``max_lag`` (random order, nodes that failed since the last
+    probe last), then the primary. Taken from one ClusterState, so that going down the list
+    never waits for a refresh of the node states."""
+    standbys = state.standbys(max_lag=settings.KV["MAX_LAG"] if max_lag is None else max_lag)
+    order = CLUSTER.order(standbys) if len(standbys) > 1 else standbys
+    if state.primary is not None:
+        order.append(state.primary)
+    return order
 
 
 class NodeRouter:
