@@ -16,8 +16,10 @@ did not answer is closed, since what it would still send is unknown, and its nod
 failed (asked last until the next probe). A kept connection that turns out dead (the node
 restarted since) is retried once on a new one.
 
-Asynchronous connections run every statement in its own implicit transaction (autocommit),
-which is what a single SELECT needs. jsonb arrives decoded (psycopg2's default typecaster).
+Connections follow KV_DB_CONN_MAX_AGE like Django's: reopened once older than that, closed after
+every read when it is 0. Asynchronous connections run every statement in its own implicit
+transaction (autocommit), which is what a single SELECT needs. jsonb arrives decoded (psycopg2's
+default typecaster).
 """
 
 from __future__ import annotations
@@ -89,9 +91,9 @@ class _Op:
         self.name = name
         self.started = time.perf_counter()
         kept = _kept().get(name)
-        max_age = settings.DATABASES[name].get("CONN_MAX_AGE") or 0
+        max_age = settings.DATABASES[name].get("CONN_MAX_AGE")
         if kept is not None and (kept.conn.closed or (
-                max_age and time.monotonic() - kept.opened > max_age)):
+                max_age is not None and time.monotonic() - kept.opened > max_age)):
             _discard(kept.conn)
             del _kept()[name]
             kept = None
@@ -228,4 +230,6 @@ def gather(sql: str, params: list, candidates: Iterator[str], need: int, timeout
     finally:
         for op in ops:  # no answer in time (or an exception is on its way out): state unknown
             op.drop()
+        if settings.DATABASES["default"].get("CONN_MAX_AGE") == 0:
+            close_all()  # KV_DB_CONN_MAX_AGE=0: no connection outlives its request, as in Django
     return answers, outcomes

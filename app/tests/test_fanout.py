@@ -164,3 +164,25 @@ def test_gather_replaces_a_refusing_node_at_once(client, cluster, restore):
     assert sorted(name for name, _row in answers) == ["p1", "s2"]
     assert "s1" in failures and "no answer" not in failures["s1"], failures
     assert elapsed < 1.5 * 0.25, elapsed  # no waiting for a hedge: the failure was immediate
+
+
+def test_conn_max_age_zero_keeps_no_read_connection(client, cluster, monkeypatch):
+    """KV_DB_CONN_MAX_AGE=0 means no connection outlives its request (as Django does)."""
+    from django.conf import settings
+
+    key = unique()
+    assert put(client, key, "short-lived").status_code == 201
+    assert client.get(f"/api/kv/{key}?r=quorum").status_code == 200
+    assert sum(read_backends(cluster, n) for n in cluster.nodes) >= 2
+    for alias in settings.DATABASES:
+        monkeypatch.setitem(settings.DATABASES[alias], "CONN_MAX_AGE", 0)
+    for level in ("quorum", "one", "primary"):
+        g = client.get(f"/api/kv/{key}?r={level}")
+        assert g.status_code == 200 and g.json()["value"] == "short-lived"
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:  # the servers see the disconnections a moment later
+        counts = {n.name: read_backends(cluster, n) for n in cluster.nodes}
+        if not any(counts.values()):
+            break
+        time.sleep(0.05)
+    assert counts == {"p1": 0, "s1": 0, "s2": 0}
