@@ -222,11 +222,11 @@ def gather(sql: str, params: list, candidates: Iterator[str], need: int, timeout
                 op = by_fd[fd]
                 if op in ops:
                     advance(op)
-        waited = round(time.monotonic() - started, 3)
         for op in ops:
             outcomes[op.name] = on_failure(
                 op.name, f"no answer within {timeout}s" if len(answers) < need else
-                f"no answer within {waited}s, when the other nodes' answers were enough")
+                f"no answer within {time.monotonic() - started:.3f}s, when the other nodes' "
+                "answers were enough")
     finally:
         for op in ops:  # no answer in time (or an exception is on its way out): state unknown
             op.drop()
