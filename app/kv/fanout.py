@@ -71,7 +71,7 @@ def _connect(alias: str):
 
 
 def close_all() -> None:
-    """Close this thread's connections (tests; a worker's exit closes them anyway)."""
+    """Close this thread's connections (after every read when KV_DB_CONN_MAX_AGE is 0)."""
     for kept in _kept().values():
         _discard(kept.conn)
     _kept().clear()

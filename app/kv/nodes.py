@@ -249,12 +249,6 @@ class Cluster:
         """A query on ``name`` just failed: try it last until the next probe."""
         self._failed[name] = time.monotonic()
 
-    def choose(self, names: list[str]) -> str:
-        """One of ``names`` (not empty), as ``order(names)[0]`` would pick it."""
-        if not self._failed:
-            return random.choice(names)
-        return self.order(names)[0]
-
     def order(self, names: list[str]) -> list[str]:
         """Random order (spreads load), nodes that failed since the last probe last."""
         if not self._failed:

@@ -44,28 +44,24 @@ def routing(node: str | None = None, max_lag: float | None = None):
         _route.reset(reset)
 
 
-def kv_read_node(max_lag: float | None = None) -> str:
-    """The node for an ``r=one`` read: a healthy standby whose lag is within ``max_lag``
-    (default KV_MAX_LAG), chosen at random (nodes that failed since the last probe last), else
-    the primary. The router's choice for KV items; called directly on the read path."""
-    state = CLUSTER.state()
-    standbys = state.standbys(max_lag=settings.KV["MAX_LAG"] if max_lag is None else max_lag)
-    choice = CLUSTER.choose(standbys) if standbys else state.primary
-    if choice is None:
-        raise NoPrimary("no healthy PostgreSQL node to read from")
-    return choice
-
-
 def kv_read_order(state: ClusterState, max_lag: float | None = None) -> list[str]:
-    """Every node an ``r=one`` read may ask, in the order ``kv_read_node`` would pick them: the
-    standbys whose lag is within ``max_lag`` (random order, nodes that failed since the last
-    probe last), then the primary. Taken from one ClusterState, so that going down the list
-    never waits for a refresh of the node states."""
+    """Every node an ``r=one`` read may ask, in order: the healthy standbys whose lag is within
+    ``max_lag`` (default KV_MAX_LAG; random order, nodes that failed since the last probe last),
+    then the primary. Taken from one ClusterState, so that going down the list never waits for
+    a refresh of the node states."""
     standbys = state.standbys(max_lag=settings.KV["MAX_LAG"] if max_lag is None else max_lag)
     order = CLUSTER.order(standbys) if len(standbys) > 1 else standbys
     if state.primary is not None:
         order.append(state.primary)
     return order
+
+
+def kv_read_node(max_lag: float | None = None) -> str:
+    """The router's choice for KV items (listings at ``r=one``): the first of kv_read_order."""
+    order = kv_read_order(CLUSTER.state(), max_lag)
+    if not order:
+        raise NoPrimary("no healthy PostgreSQL node to read from")
+    return order[0]
 
 
 class NodeRouter:

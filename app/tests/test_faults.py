@@ -208,3 +208,20 @@ def test_reads_survive_a_stopped_primary(client, restore):
     w = put(client, f"{ns}9", 9)
     assert w.status_code == 503 and w.json()["error"] == "quorum_unavailable"
     assert client.get("/readyz").status_code == 503
+
+
+def test_r_one_listing_falls_back_to_the_primary(client, restore):
+    """No standby left: the router sends an r=one listing to the primary."""
+    from kv.routers import kv_read_node
+
+    cluster = restore
+    key = unique("fallback")
+    assert put(client, key, "x").status_code == 201
+    cluster.stop(cluster.node("s1"))
+    cluster.stop(cluster.node("s2"))
+    assert wait_for(lambda: not cluster.streaming())
+    refresh_nodes()
+    assert kv_read_node() == "p1"
+    r = client.get("/api/kv/", {"prefix": key, "r": "one"})
+    assert r.status_code == 200, r.content
+    assert [i["key"] for i in r.json()["items"]] == [key]

@@ -77,3 +77,30 @@ def test_limit_and_next_shape():
     # a cursor is bound to its prefix
     bad = client.get("/api/kv/", {"prefix": ns + "x", "cursor": r["next"]})
     assert bad.status_code == 400
+
+
+def test_listing_at_r_one_reads_a_standby():
+    """A listing at r=one goes through the DB router to a standby (kv.routers.kv_read_node);
+    it may lag behind the quorum writes for a moment (bounded wait)."""
+    import time
+
+    from kv.nodes import CLUSTER
+    from kv.routers import kv_read_node
+
+    state = CLUSTER.state(max_age=0)
+    assert kv_read_node() in state.standbys()
+    client = make_client("rw")
+    ns = f"one{secrets.token_hex(4)}/"
+    for i in range(3):
+        r = client.put(f"/api/kv/{ns}{i}", json.dumps({"value": i}),
+                       content_type="application/json")
+        assert r.status_code == 201
+    deadline = time.monotonic() + 10
+    while True:
+        r = client.get("/api/kv/", {"prefix": ns, "r": "one"})
+        assert r.status_code == 200, r.content
+        keys = [i["key"] for i in r.json()["items"]]
+        if keys == [f"{ns}{i}" for i in range(3)] or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert keys == [f"{ns}{i}" for i in range(3)]
