@@ -3,7 +3,10 @@
 Each of `threads` workers alternates PUT and GET on its own keys, at most `rate` requests per
 second per worker, until stopped, `max_seconds` passed or `max_requests` were sent. Every answer
 that is not 2xx (404 for a key not written yet excepted) and every transport error counts as a
-failure, with its details kept for the report.
+failure, with its details kept for the report. One exception: a request sent on a kept-alive
+connection that the balancer closed without answering (the race of a graceful nginx reload with
+an idle keep-alive connection, which RFC 9112 section 9.3.1 lets a client retry) is sent once more
+on a new connection and counted in `retried`; a second failure counts.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ class Load:
         self.sent = 0
         self.ok = 0
         self.failures: list[str] = []
+        self.retried = 0
         self.statuses: collections.Counter = collections.Counter()
         self.instances: collections.Counter = collections.Counter()
         self.latencies: list[float] = []
@@ -62,19 +66,28 @@ class Load:
             key = f"load-{n}-{(i // 2) % 16}"  # PUT a key, then GET it back
             t0 = time.monotonic()
             try:
-                if i % 2 == 0:
-                    r = session.put(
-                        f"{self.base_url}/api/kv/{key}",
-                        json={"value": {"i": i}},
-                        headers=self.headers,
-                        timeout=self.timeout,
-                    )
-                    good = r.status_code in (200, 201)
-                else:
-                    r = session.get(
-                        f"{self.base_url}/api/kv/{key}", headers=self.headers, timeout=self.timeout
-                    )
-                    good = r.status_code == 200
+                for attempt in (1, 2):
+                    try:
+                        if i % 2 == 0:
+                            r = session.put(
+                                f"{self.base_url}/api/kv/{key}",
+                                json={"value": {"i": i}},
+                                headers=self.headers,
+                                timeout=self.timeout,
+                            )
+                        else:
+                            r = session.get(
+                                f"{self.base_url}/api/kv/{key}",
+                                headers=self.headers,
+                                timeout=self.timeout,
+                            )
+                        break
+                    except requests.ConnectionError as exc:
+                        if attempt == 2 or "without response" not in repr(exc):
+                            raise
+                        with self.lock:
+                            self.retried += 1
+                good = r.status_code in ((200, 201) if i % 2 == 0 else (200,))
                 status = r.status_code
                 detail = r.text[:200]
                 instance = r.headers.get("X-KV-Instance", "?")
@@ -120,7 +133,8 @@ class Load:
         rate = self.sent / max(self.elapsed, 1e-9)
         return (
             f"{self.sent} requests in {self.elapsed:.1f}s ({rate:.1f}/s), "
-            f"{self.ok} ok, {len(self.failures)} failed; statuses {dict(self.statuses)}; "
+            f"{self.ok} ok, {len(self.failures)} failed, {self.retried} retried (kept-alive "
+            f"connection closed unanswered); statuses {dict(self.statuses)}; "
             f"latency p50 {ms(0.5):.0f} ms, p99 {ms(0.99):.0f} ms, max {ms(1.0):.0f} ms; "
             f"instances {dict(self.instances)}"
         )
