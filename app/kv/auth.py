@@ -2,7 +2,9 @@
 
 Only SHA-256 digests are stored (tokens are long random strings, so a slow hash buys nothing).
 Each worker caches lookups for KV_TOKEN_CACHE_TTL seconds, so a revoked token stops working
-within that time (plus replication lag when the primary is down and a standby answers).
+within that time (plus replication lag when a standby answers). A lookup asks the primary first
+through the read engine (kv.fanout): a primary that hangs is hedged with a standby after a
+quarter of KV_READ_TIMEOUT, and the lookup gives up at KV_READ_TIMEOUT (503).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import threading
 import time
 
 from django.conf import settings
+from django.db import OperationalError
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.permissions import SAFE_METHODS, BasePermission
@@ -52,20 +55,33 @@ def lookup(token: str) -> TokenUser | None:
     hit = _cache.get(token)
     if hit is not None and hit[0] > now:
         return hit[1]
-    digest = token_digest(token)
-    from .models import ApiToken
-    from .nodes import on_node
-    from .routers import NodeRouter
-
-    alias = NodeRouter().db_for_read(ApiToken)  # the primary, else a healthy standby
-    row = on_node(alias, lambda: ApiToken.objects.using(alias).filter(token_sha256=digest)
-                  .values_list("name", "scopes").first())
+    row = _fetch(token_digest(token))
     user = TokenUser(row[0], frozenset(s for s in row[1].split(",") if s)) if row else None
     with _cache_lock:
         if len(_cache) >= _MAX_CACHE:
             _cache.clear()
         _cache[token] = (now + settings.KV["TOKEN_CACHE_TTL"], user)
     return user
+
+
+def _fetch(digest: str):
+    """(name, scopes) of the token with SHA-256 ``digest``, or None: the primary first, then
+    the other nodes that may serve reads, each bounded by KV_READ_TIMEOUT as a whole."""
+    from . import fanout
+    from .models import ApiToken
+    from .nodes import CLUSTER
+    from .quorum import _read_failed
+
+    state = CLUSTER.state()
+    others = CLUSTER.order([n for n in state.eligible() if n != state.primary])
+    candidates = ([state.primary] if state.primary else []) + others
+    sql = f"SELECT name, scopes FROM {ApiToken._meta.db_table} WHERE token_sha256 = %s"
+    answers, outcomes = fanout.gather(sql, [digest], candidates, 1, settings.KV["READ_TIMEOUT"],
+                                      _read_failed("token lookup"))
+    if not answers:
+        why = "; ".join(f"{name}: {text}" for name, text in outcomes.items())
+        raise OperationalError(f"no node answered the token lookup ({why or 'none may serve'})")
+    return answers[0][1]
 
 
 class BearerTokenAuthentication(BaseAuthentication):

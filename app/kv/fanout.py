@@ -42,6 +42,9 @@ _POLL_WRITE = extensions.POLL_WRITE
 _RETRYABLE = (psycopg2.OperationalError, psycopg2.InterfaceError)
 # Part of the timeout after which a read still short of answers asks one more node.
 HEDGE_FRACTION = 0.25
+# Seconds between two checks of a node that failed ``check`` (behind a session token), while
+# the read is short of nodes.
+RECHECK_INTERVAL = 0.02
 
 
 class _Conn:
@@ -82,10 +85,14 @@ def _discard(conn) -> None:
         conn.close()
 
 
-class _Op:
-    """One node's part of a read: connecting (maybe), then the query."""
+# What an _Op is doing: connecting (or idle), running the check, running the query.
+_CONNECTING, _CHECKING, _QUERYING = 0, 1, 2
 
-    __slots__ = ("conn", "cur", "name", "querying", "reused", "started", "want")
+
+class _Op:
+    """One node's part of a read: connecting (maybe), the check (maybe), then the query."""
+
+    __slots__ = ("conn", "cur", "name", "reused", "stage", "started", "want")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -99,7 +106,7 @@ class _Op:
             kept = None
         self.reused = kept is not None
         self.cur = None
-        self.querying = False
+        self.stage = _CONNECTING
         if kept is not None:
             self.conn = kept.conn
         else:
@@ -110,7 +117,7 @@ class _Op:
     def reconnect(self) -> None:
         _discard(self.conn)
         self.reused = False
-        self.querying = False
+        self.stage = _CONNECTING
         self.cur = None
         self.conn = _connect(self.name)
         _kept()[self.name] = _Conn(self.conn, time.monotonic())
@@ -126,22 +133,32 @@ class _Op:
 def gather(sql: str, params: list, candidates: Iterator[str], need: int, timeout: float,
            on_failure: Callable[[str, BaseException | str], str],
            on_answer: Callable[[str, float], None] | None = None,
-           ) -> tuple[list[tuple[str, tuple | None]], dict[str, str]]:
+           check: tuple[str, list, str] | None = None, many: bool = False,
+           ) -> tuple[list[tuple[str, object]], dict[str, str]]:
     """Run ``sql`` on ``need`` nodes taken from ``candidates`` at once, replacing a node that
     fails by the next candidate. When the answers are still short after a quarter of
     ``timeout`` (HEDGE_FRACTION), one more candidate is asked beside the slow ones (a hedged
     request: a node that hangs delays a read by that much, not by the whole timeout); a node
     that had not answered by the time the others were enough is reported through
-    ``on_failure`` too. Returns the (node, first row or None) answers, ``need`` of them or
-    more when the read succeeded, and each asked node's outcome ("ok" or ``on_failure``'s
-    text). Fewer answers than ``need``: the candidates or the time ran out."""
+    ``on_failure`` too. Returns the (node, first row or None; with ``many`` every row)
+    answers, ``need`` of them or more when the read succeeded, and each asked node's outcome
+    ("ok", ``on_failure``'s text, or the check's). Fewer answers than ``need``: the
+    candidates or the time ran out.
+
+    ``check`` = (sql, params, outcome): a statement run on each node before ``sql``, in a
+    statement of its own (so the read's snapshot is taken after it); a node whose check's
+    first column is not true does not count: its outcome is ``outcome``, it is not reported
+    failed, and the next candidate is asked instead. While the nodes in flight cannot make
+    ``need`` any more, such a node is checked again every RECHECK_INTERVAL until the deadline
+    (a standby a few milliseconds behind a ``w=one`` write)."""
     started = time.monotonic()
     deadline = started + timeout
     hedge_at: float | None = started + timeout * HEDGE_FRACTION
     candidates = iter(candidates)
     ops: list[_Op] = []
-    answers: list[tuple[str, tuple | None]] = []
+    answers: list[tuple[str, object]] = []
     outcomes: dict[str, str] = {}
+    behind: dict[str, float] = {}  # node that failed the check -> when to check it again
 
     def start() -> None:
         # the next candidate that accepts a connection attempt at all
@@ -168,12 +185,27 @@ def gather(sql: str, params: list, candidates: Iterator[str], need: int, timeout
             try:
                 state = op.conn.poll()
                 if state == _POLL_OK:
-                    if not op.querying:
+                    if op.stage == _CONNECTING:
                         op.cur = op.conn.cursor()
-                        op.cur.execute(sql, params)
-                        op.querying = True
+                        if check is not None:
+                            op.cur.execute(check[0], check[1])
+                            op.stage = _CHECKING
+                        else:
+                            op.cur.execute(sql, params)
+                            op.stage = _QUERYING
                         continue
-                    row = op.cur.fetchone()
+                    if op.stage == _CHECKING:
+                        passed = op.cur.fetchone()
+                        if not (passed and passed[0]):
+                            ops.remove(op)  # healthy, only behind: its connection is kept
+                            outcomes[op.name] = check[2]  # type: ignore[index]
+                            behind[op.name] = time.monotonic() + RECHECK_INTERVAL
+                            start()
+                            return
+                        op.cur.execute(sql, params)
+                        op.stage = _QUERYING
+                        continue
+                    row = op.cur.fetchall() if many else op.cur.fetchone()
                     ops.remove(op)
                     if on_answer is not None:
                         on_answer(op.name, time.perf_counter() - op.started)
@@ -201,11 +233,24 @@ def gather(sql: str, params: list, candidates: Iterator[str], need: int, timeout
             start()
         for op in list(ops):
             advance(op)
-        while ops and len(answers) < need:
+        while (ops or behind) and len(answers) < need:
             now = time.monotonic()
             left = deadline - now
             if left <= 0:
                 break
+            if behind and len(ops) + len(answers) < need:
+                name, at = min(behind.items(), key=lambda item: item[1])
+                if now >= at:
+                    del behind[name]
+                    try:
+                        op = _Op(name)
+                    except psycopg2.Error as exc:
+                        outcomes[name] = on_failure(name, exc)
+                        continue
+                    ops.append(op)
+                    advance(op)
+                    continue
+                left = min(left, at - now)
             if hedge_at is not None:
                 if now >= hedge_at:
                     hedge_at = None

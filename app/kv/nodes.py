@@ -23,6 +23,7 @@ import os
 import random
 import threading
 import time
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import asdict, dataclass, field
@@ -34,6 +35,10 @@ from . import metrics
 from .consistency import Quorum, parse_lsn, parse_sync_standby_names, quorum_sizes
 
 log = logging.getLogger("kv.nodes")
+
+# The primary's WAL positions this process saw, one per probe, kept to date a standby's replay
+# position (see Cluster._staleness); at the default KV_NODE_CACHE_TTL about 8 minutes of them.
+_LSN_SAMPLES = 512
 
 PROBE_SQL = """
 SELECT pg_is_in_recovery(),
@@ -226,6 +231,9 @@ class Cluster:
         self._failed: dict[str, float] = {}
         # node -> (timeline, postmaster start) when it was last seen streaming on the newest one
         self._verified: dict[str, tuple[int, str | None]] = {}
+        # (time.monotonic() before a probe, the primary's WAL position that probe read)
+        self._primary_lsns: deque[tuple[float, int]] = deque(maxlen=_LSN_SAMPLES)
+        self._lsns_of: tuple[str, int | None] | None = None  # (primary, timeline) sampled
 
     # -- public
     def state(self, max_age: float | None = None) -> ClusterState:
@@ -267,6 +275,7 @@ class Cluster:
     def _refresh(self) -> ClusterState:
         timeout = settings.KV["READ_TIMEOUT"]
         nodes = {n.name: NodeStatus(n.name, f"{n.host}:{n.port}") for n in settings.KV_NODES}
+        probed_at = time.monotonic()
         futures: dict[str, Future] = {}
         for name in nodes:
             old = self._inflight.get(name)
@@ -284,12 +293,31 @@ class Cluster:
                 nodes[name].error = f"probe timed out after {timeout}s"
             except Exception as exc:
                 nodes[name].error = _short(exc)
-        st = self._build(nodes, results)
+        st = self._build(nodes, results, probed_at)
         self._state = st
         self._failed = {}
         return st
 
-    def _build(self, nodes: dict[str, NodeStatus], results: dict) -> ClusterState:
+    def _staleness(self, replay: int, primary_lsn: int, since_replay: float | None,
+                   ) -> float | None:
+        """Seconds of primary commits a standby at WAL position ``replay`` may be missing, an
+        upper bound: 0 when it has replayed what the primary had at this probe; else the age
+        of the newest earlier probe whose primary position it has replayed, or of its last
+        replayed commit (``since_replay``), the smaller. Both stop moving forward when its WAL
+        receiver, its replay or the primary's sender stops, whatever pg_stat_replication and
+        pg_stat_wal_receiver still say. None: no bound known."""
+        if replay >= primary_lsn:
+            return 0.0
+        bounds = [since_replay] if since_replay is not None else []
+        now = time.monotonic()
+        for taken, lsn in reversed(self._primary_lsns):
+            if lsn <= replay:
+                bounds.append(now - taken)
+                break
+        return max(0.0, min(bounds)) if bounds else None
+
+    def _build(self, nodes: dict[str, NodeStatus], results: dict,
+               probed_at: float | None = None) -> ClusterState:
         problems: list[str] = []
         repl_rows: dict[str, list] = {}
         for name, (row, repl, ms) in results.items():
@@ -352,6 +380,18 @@ class Cluster:
             for s in nodes.values():
                 if s.in_recovery and s.lag_bytes is None and p_lsn is not None and s.replay_lsn:
                     s.lag_bytes = max(0, p_lsn - (parse_lsn(s.replay_lsn) or 0))
+            if p_lsn is not None:
+                if self._lsns_of != (primary, p.timeline):
+                    self._primary_lsns.clear()
+                    self._lsns_of = (primary, p.timeline)
+                for s in nodes.values():
+                    replay = parse_lsn(s.replay_lsn) if s.in_recovery else None
+                    stale = None if replay is None else self._staleness(
+                        replay, p_lsn, s._since_replay)
+                    if stale is not None:
+                        s.lag_seconds = max(stale, s.lag_seconds or 0.0, s._standby_lag)
+                if probed_at is not None:
+                    self._primary_lsns.append((probed_at, p_lsn))
         elif k is None:
             k = self._last_k if self._last_k is not None else len(nodes) // 2
             problems.append("no primary reachable")

@@ -9,9 +9,10 @@ with 503 ``committed_locally: true``.
 
 Reads: ``quorum`` asks R nodes concurrently (replacing a node that fails by the next healthy
 one) and takes the highest version; ``primary`` asks the primary; ``one`` asks a standby chosen by
-the router; a session token is served by a standby that has replayed past it, else the primary.
-Single-key reads at the three levels run in the request thread through kv.fanout (non-blocking
-queries, all bounded by KV_READ_TIMEOUT); quorum listings run on the nodes' pools (_gather).
+the router. A session token is a lower bound on top of the level: a node counts only once it has
+replayed the token's position (checked in a statement of its own before the read). Every read
+runs in the request thread through kv.fanout (non-blocking queries, all bounded by
+KV_READ_TIMEOUT); listings too (kv.reads).
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import json
 import logging
 import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -29,7 +29,7 @@ from django.db import DatabaseError, connections, transaction
 from . import fanout, metrics
 from .consistency import format_lsn, format_session_token, newest, parse_lsn, split_version
 from .models import KVItem
-from .nodes import CLUSTER, ClusterState, on_node, pick, pool
+from .nodes import CLUSTER, ClusterState, pick
 from .routers import kv_read_order
 from .watchdog import WATCHDOG
 
@@ -109,14 +109,6 @@ def fetch_row(alias: str, key: str):
     return (json.loads(value) if isinstance(value, str) else value), row[1], row[2]
 
 
-def _read_row(alias: str, key: str):
-    started = time.perf_counter()
-    try:
-        return fetch_row(alias, key)
-    finally:
-        metrics.observe_read(alias, time.perf_counter() - started)
-
-
 def _result(row, node: str) -> ReadResult:
     if row is None or row[2]:
         return ReadResult(False, None, row[1] if row else None, node)
@@ -128,70 +120,6 @@ def _unreachable_nodes(state: ClusterState) -> dict:
             if not s.eligible}
 
 
-def _gather(fn, *args) -> list[tuple[str, object]]:
-    """Run ``fn(node, *args)`` on R nodes that may serve reads, concurrently (one in this
-    thread, R - 1 on the nodes' pools); replace a node that fails by the next one. Returns R
-    (node, result) pairs, or raises QuorumUnavailable with every node's outcome. Quorum
-    listings use it (ORM queries of many rows, where a hand-off's cost does not matter);
-    single-key reads use kv.fanout."""
-    state = CLUSTER.state()
-    need = state.quorum.r
-    outcomes = _unreachable_nodes(state)
-    candidates = iter(pick(state.eligible()))
-    deadline = time.monotonic() + settings.KV["READ_TIMEOUT"]
-    pending: dict[Future, str] = {}
-    answers: list[tuple[str, object]] = []
-
-    def submit() -> bool:
-        name = next(candidates, None)
-        if name is None:
-            return False
-        pending[pool(name).submit(on_node, name, fn, name, *args)] = name
-        return True
-
-    def record(name: str, result, failed: BaseException | None) -> None:
-        if failed is not None:
-            outcomes[name] = _node_failed(name, "read", "quorum", failed)
-            CLUSTER.mark_failed(name)
-            submit()
-            return
-        outcomes[name] = "ok"
-        answers.append((name, result))
-
-    inline = next(candidates, None)
-    for _ in range(need - 1):
-        if not submit():
-            break
-    if inline is not None:
-        try:
-            record(inline, on_node(inline, fn, inline, *args), None)
-        except Exception as exc:
-            record(inline, None, exc)
-    while pending and len(answers) < need:
-        done, _ = wait(pending, timeout=max(0.0, deadline - time.monotonic()),
-                       return_when=FIRST_COMPLETED)
-        if not done:
-            break
-        for fut in done:
-            name = pending.pop(fut)
-            try:
-                result = fut.result()
-            except Exception as exc:
-                record(name, None, exc)
-                continue
-            record(name, result, None)
-    for fut, name in pending.items():
-        fut.cancel()
-        outcomes[name] = _node_failed(name, "read", "quorum",
-                                      f"no answer within {settings.KV['READ_TIMEOUT']}s")
-    if len(answers) < need:
-        metrics.count("read", "quorum", "unavailable")
-        raise QuorumUnavailable(f"{len(answers)} of the {need} nodes a quorum read needs answered",
-                                need, len(answers), outcomes)
-    metrics.count("read", "quorum", "ok")
-    return answers[:need]
-
-
 def _read_failed(level: str):
     def on_failure(name: str, exc: BaseException | str) -> str:
         CLUSTER.mark_failed(name)
@@ -199,17 +127,30 @@ def _read_failed(level: str):
     return on_failure
 
 
-def _read_nodes(candidates, need: int, key: str, level: str):
+# A node serves a read with a session token only once it has replayed the token's position.
+TOKEN_CHECK_SQL = ("SELECT NOT pg_is_in_recovery() "
+                   "OR coalesce(pg_last_wal_replay_lsn() >= %s::pg_lsn, false)")
+BEHIND_TOKEN = "behind the session token"
+
+
+def token_check(after_lsn: int | None) -> tuple[str, list, str] | None:
+    """kv.fanout's ``check`` for a read that must see everything up to ``after_lsn``."""
+    return None if after_lsn is None else (TOKEN_CHECK_SQL, [format_lsn(after_lsn)], BEHIND_TOKEN)
+
+
+def _read_nodes(candidates, need: int, key: str, level: str, after_lsn: int | None = None):
     """(answers, outcomes) of READ_SQL on ``need`` nodes at once (kv.fanout); the value comes
-    decoded (psycopg2's jsonb typecaster), as fetch_row returns it."""
+    decoded (psycopg2's jsonb typecaster), as fetch_row returns it. With ``after_lsn`` (a
+    session token) only nodes that have replayed that position count."""
     return fanout.gather(READ_SQL, [key], candidates, need, settings.KV["READ_TIMEOUT"],
-                         _read_failed(level), metrics.observe_read)
+                         _read_failed(level), metrics.observe_read, check=token_check(after_lsn))
 
 
-def read_quorum(key: str) -> ReadResult:
+def read_quorum(key: str, after_lsn: int | None = None) -> ReadResult:
+    """R nodes, highest version wins; with a session token, R nodes that have replayed it."""
     state = CLUSTER.state()
     need = state.quorum.r
-    answers, outcomes = _read_nodes(pick(state.eligible()), need, key, "quorum")
+    answers, outcomes = _read_nodes(pick(state.eligible()), need, key, "quorum", after_lsn)
     if len(answers) < need:
         metrics.count("read", "quorum", "unavailable")
         raise QuorumUnavailable(f"{len(answers)} of the {need} nodes a quorum read needs answered",
@@ -219,44 +160,6 @@ def read_quorum(key: str) -> ReadResult:
     best = newest([(row[1] if row is not None else 0, (row, name)) for name, row in answers])
     row, node = best[1]  # type: ignore[index]
     return _result(row, node)
-
-
-def _list_rows(alias: str, prefix: str, after: str | None, limit: int):
-    started = time.perf_counter()
-    try:
-        qs = KVItem.objects.using(alias).all()
-        if prefix:
-            qs = qs.filter(key__startswith=prefix)
-        if after is not None:
-            qs = qs.filter(key__gt=after)
-        return list(qs.order_by("key").values_list("key", "value", "version", "deleted")
-                    [:limit + 1])
-    finally:
-        metrics.observe_read(alias, time.perf_counter() - started)
-
-
-def list_quorum(prefix: str, after: str | None, limit: int):
-    """One page of live keys from R nodes, merged: per key the highest version wins (tombstones
-    included, then dropped). Each node returns up to limit + 1 rows in key order, so the merge
-    is complete only up to the smallest last key among the nodes that had more; the page stops
-    there. Returns (rows, last_key_covered or None when nothing is left)."""
-    answers = _gather(_list_rows, prefix, after, limit)
-    boundary = None
-    for _name, rows in answers:
-        if len(rows) > limit and (boundary is None or rows[-1][0] < boundary):
-            boundary = rows[-1][0]
-    merged: dict[str, tuple] = {}
-    for _name, rows in answers:
-        for row in rows:
-            if boundary is not None and row[0] > boundary:
-                break
-            cur = merged.get(row[0])
-            if cur is None or row[2] > cur[2]:
-                merged[row[0]] = row
-    live = [merged[k] for k in sorted(merged) if not merged[k][3]]
-    if len(live) > limit:
-        return live[:limit], live[limit - 1][0]
-    return live, boundary
 
 
 def read_primary(key: str) -> ReadResult:
@@ -272,9 +175,11 @@ def read_primary(key: str) -> ReadResult:
     return _result(answers[0][1], state.primary)
 
 
-def read_one(key: str, max_lag: float) -> ReadResult:
-    """A standby chosen by the router (lag within max_lag), else the primary."""
-    answers, outcomes = _read_nodes(kv_read_order(CLUSTER.state(), max_lag), 1, key, "one")
+def read_one(key: str, max_lag: float, after_lsn: int | None = None) -> ReadResult:
+    """A standby chosen by the router (lag within max_lag), else the primary; with a session
+    token, the first of them that has replayed it."""
+    answers, outcomes = _read_nodes(kv_read_order(CLUSTER.state(), max_lag), 1, key, "one",
+                                    after_lsn)
     if not answers:
         metrics.count("read", "one", "unavailable")
         raise QuorumUnavailable("no node answered", 1, 0, outcomes or _unreachable_nodes(
@@ -283,36 +188,6 @@ def read_one(key: str, max_lag: float) -> ReadResult:
     name, row = answers[0]
     return _result(row, name)
 
-
-def _token_read(alias: str, key: str, lsn: int):
-    with connections[alias].cursor() as cur:
-        cur.execute("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", [format_lsn(lsn)])
-        if not cur.fetchone()[0]:
-            return False, None
-    # a new statement, so its snapshot is taken after the replay position was checked
-    return True, _read_row(alias, key)
-
-
-def read_token(key: str, token: tuple[int, int]) -> ReadResult:
-    _timeline, lsn = token
-    state = CLUSTER.state()
-    for name in pick(state.standbys()):
-        try:
-            ok, row = on_node(name, _token_read, name, key, lsn)
-        except DatabaseError as exc:
-            _node_failed(name, "read", "token", exc)
-            CLUSTER.mark_failed(name)
-            continue
-        if ok:
-            metrics.count("read", "token", "ok")
-            return _result(row, name)
-    try:
-        res = read_primary(key)
-    except QuorumUnavailable:
-        metrics.count("read", "token", "unavailable")
-        raise
-    metrics.count("read", "token", "ok")
-    return res
 
 
 # ------------------------------------------------------------------ writes

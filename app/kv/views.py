@@ -9,7 +9,6 @@ from django.http import HttpResponse, JsonResponse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.views import APIView
 
-from . import metrics
 from .consistency import (
     InvalidInput,
     check_value,
@@ -23,21 +22,17 @@ from .consistency import (
     parse_write_level,
     validate_key,
 )
-from .models import KVItem
 from .nodes import CLUSTER
 from .parsers import ValueTooLarge
 from .quorum import (
-    QuorumUnavailable,
     encode_value,
     fetch_row,
-    list_quorum,
     read_one,
     read_primary,
     read_quorum,
-    read_token,
     write,
 )
-from .routers import routing
+from .reads import list_page
 from .serializers import (
     ClusterSerializer,
     CreateSerializer,
@@ -123,15 +118,14 @@ class KeyView(APIView):
         token_header = request.META.get("HTTP_X_KV_TOKEN")
         level = parse_read_level(request.GET.get("r"))
         max_lag = parse_max_lag(request.GET.get("max_lag"), settings.KV["MAX_LAG"])
-        if token_header and level != "primary":
-            level = "token"
-            res = read_token(key, parse_session_token(token_header))
-        elif level == "quorum":
-            res = read_quorum(key)
+        # a session token is a lower bound on top of the level, never instead of it
+        after_lsn = parse_session_token(token_header)[1] if token_header else None
+        if level == "quorum":
+            res = read_quorum(key, after_lsn)
         elif level == "primary":
-            res = read_primary(key)
+            res = read_primary(key)  # the primary has replayed every token
         else:
-            res = read_one(key, max_lag)
+            res = read_one(key, max_lag, after_lsn)
         request._request.kv_log.update({"kv.level": level, "kv.node": res.node})
         if not res.found:
             resp = _error(404, "not_found", "no such key")
@@ -213,31 +207,9 @@ class CollectionView(APIView):
         after = decode_cursor(cursor, prefix) if cursor else None
         level = parse_read_level(request.GET.get("r"))
         max_lag = parse_max_lag(request.GET.get("max_lag"), settings.KV["MAX_LAG"])
-        if level == "quorum":
-            rows, last = list_quorum(prefix, after, limit)
-            request._request.kv_log.update({"kv.level": level})
-            return _page(rows, last, prefix)
-        state = CLUSTER.state()
-        if level == "primary" and state.primary is None:
-            metrics.count("read", level, "unavailable")
-            raise QuorumUnavailable("no primary is reachable", 1, 0, {})
-        with routing(node=state.primary if level == "primary" else None,
-                     max_lag=max_lag) as route:
-            qs = KVItem.objects.filter(deleted=False)
-            if prefix:
-                qs = qs.filter(key__startswith=prefix)
-            if after is not None:
-                qs = qs.filter(key__gt=after)
-            try:
-                rows = list(qs.order_by("key").values_list("key", "value", "version")[:limit + 1])
-            except Exception:
-                metrics.count("read", level, "unavailable")
-                raise
-        metrics.count("read", level, "ok")
-        request._request.kv_log.update({"kv.level": level, "kv.node": route.chosen})
-        more = len(rows) > limit
-        rows = rows[:limit]
-        return _page(rows, rows[-1][0] if more else None, prefix)
+        rows, last, node = list_page(level, prefix, after, limit, max_lag)
+        request._request.kv_log.update({"kv.level": level, "kv.node": node})
+        return _page(rows, last, prefix)
 
 
 def _page(rows, last: str | None, prefix: str) -> HttpResponse:
