@@ -1,4 +1,5 @@
-"""Single-key reads in the request thread: one non-blocking query per node, waited on together.
+"""The read engine: single-key reads, listings (kv.reads) and token lookups (kv.auth) in the
+request thread, one non-blocking query per node, waited on together.
 
 A quorum read needs the answers of R nodes at once. Handing R - 1 of its queries to other
 threads cost, per request, about as much CPU as a query (a Future, a wake-up, the GIL passed

@@ -2,9 +2,11 @@
 states the service discovers itself (kv.nodes) instead of fixed aliases.
 
 - writes go to the current primary (newest timeline);
-- reads of KV items go to a healthy standby whose lag is within the request's ``max_lag``
-  (``r=one``), else to the primary; ``routing(node=...)`` pins one node;
-- other reads (tokens) go to the primary, else to any healthy node;
+- ORM reads of KV items go to a healthy standby whose lag is within ``max_lag`` (default
+  KV_MAX_LAG), else to the primary; ``routing(node=...)`` pins one node;
+- other ORM reads (the management commands' tokens) go to the primary, else to any healthy node;
+- requests do not read through the ORM: their reads run on kv.fanout, and r=one takes its node
+  order from kv_read_order;
 - migrations run on ``default`` only (libpq's multi-host ``target_session_attrs=read-write``).
 """
 
@@ -57,7 +59,7 @@ def kv_read_order(state: ClusterState, max_lag: float | None = None) -> list[str
 
 
 def kv_read_node(max_lag: float | None = None) -> str:
-    """The router's choice for KV items (listings at ``r=one``): the first of kv_read_order."""
+    """The router's choice for ORM reads of KV items: the first of kv_read_order."""
     order = kv_read_order(CLUSTER.state(), max_lag)
     if not order:
         raise NoPrimary("no healthy PostgreSQL node to read from")
