@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 TIMELINE_SHIFT = 40
 COUNTER_MASK = (1 << TIMELINE_SHIFT) - 1
+MAX_VERSION = (1 << 63) - 1  # PostgreSQL bigint, the column's type
 MAX_KEY_BYTES = 512
 
 READ_LEVELS = ("quorum", "primary", "one")
@@ -232,7 +233,9 @@ def loads_strict(raw: bytes) -> object:
 def parse_etag_list(header: str) -> list[int] | None:
     """Parse ``If-Match``: ``"12", W/"13"`` -> [12, 13]; ``*`` -> None (any current version).
 
-    Unparseable tags are returned as -1 (they match no version) rather than refused.
+    Tags that are not a version, including numbers outside PostgreSQL's bigint (where no
+    version can be), are returned as -1: they match no version (412) rather than being
+    refused, and never reach the database as a value it would reject.
     """
     header = header.strip()
     if header == "*":
@@ -243,7 +246,8 @@ def parse_etag_list(header: str) -> list[int] | None:
         if tag.startswith("W/"):
             tag = tag[2:]
         tag = tag.strip('"')
-        out.append(int(tag) if re.fullmatch(r"[0-9]{1,19}", tag) else -1)
+        version = int(tag) if re.fullmatch(r"[0-9]{1,19}", tag) else -1
+        out.append(version if version <= MAX_VERSION else -1)
     return out
 
 

@@ -109,6 +109,7 @@ class ClusterState:
     problems: list[str]
     taken_at: float  # time.monotonic()
     taken_wall: float
+    config_error: str | None = None  # why R + W > N cannot hold: quorum requests are refused
 
     def eligible(self) -> list[str]:
         return [n for n, s in self.nodes.items() if s.eligible]
@@ -141,6 +142,7 @@ class ClusterState:
             "write_quorum": self.write_quorum_ok(),
             "read_quorum": self.read_quorum_ok(),
             "problems": self.problems,
+            "config_error": self.config_error,
             "age_seconds": round(time.monotonic() - self.taken_at, 3),
             "nodes": {name: s.public() for name, s in self.nodes.items()},
         }
@@ -227,6 +229,7 @@ class Cluster:
         self._state: ClusterState | None = None
         self._max_timeline = 0
         self._last_k: int | None = None
+        self._config_error: str | None = None  # last verdict of quorum_config_error
         self._inflight: dict[str, Future] = {}
         self._failed: dict[str, float] = {}
         # node -> (timeline, postmaster start) when it was last seen streaming on the newest one
@@ -428,8 +431,55 @@ class Cluster:
         q = quorum_sizes(len(nodes), k)
         if primary is not None and sync_streaming < q.k:
             problems.append(f"{sync_streaming} synchronous standbys streaming, {q.k} needed")
+        if primary is not None:  # else the last verdict stands
+            error = quorum_config_error(q, primary, nodes[primary].sync_standby_names or "",
+                                        repl_rows[primary], nodes)
+            if error != self._config_error:
+                if error is not None:
+                    log.error("Quorum requests refused: %s", error,
+                              extra={"ecs": {"event.action": "quorum_config_invalid",
+                                             "event.outcome": "failure"}})
+                else:
+                    log.warning("Quorum configuration consistent again: quorum requests served")
+                self._config_error = error
+        if self._config_error is not None:
+            problems.append(self._config_error)
         return ClusterState(nodes, primary, newest_tl or None, q, sync_streaming, problems,
-                            time.monotonic(), time.time())
+                            time.monotonic(), time.time(), self._config_error)
+
+
+def quorum_config_error(q: Quorum, primary: str, ssn: str, repl_rows: list,
+                        nodes: dict[str, NodeStatus]) -> str | None:
+    """Why R + W > N cannot hold with the primary's live settings, or None.
+
+    A quorum write is acknowledged by the primary and ``k`` standbys that the primary's
+    ``synchronous_standby_names`` allows, and a quorum read asks R = N - W + 1 of KV_DB_NODES
+    with W = q.k + 1. That read meets every acknowledged write only if the primary really waits
+    for q.k standbys (not fewer: KV_SYNC_STANDBYS above its ANY/FIRST k) and every standby that
+    can acknowledge is one of KV_DB_NODES (PostgreSQL compares the names case-insensitively).
+    """
+    real_k, names = parse_sync_standby_names(ssn)
+    problems = []
+    if q.k > real_k:
+        problems.append(
+            f"the app counts on {q.k} synchronous standbys per write (KV_SYNC_STANDBYS) but the "
+            f"primary {primary} waits for {real_k} (synchronous_standby_names = {ssn!r}): "
+            f"set KV_SYNC_STANDBYS to {real_k} or leave it empty")
+    known = {n.lower() for n in nodes}
+    unknown = {n for n in names if n != "*" and n.lower() not in known}
+    for app_name, _state, sync_state, *_rest in repl_rows:
+        if sync_state in ("sync", "quorum", "potential") and app_name \
+                and app_name.lower() not in known:
+            unknown.add(app_name)
+    if unknown and real_k > 0:
+        problems.append(
+            f"standby {', '.join(sorted(unknown))} can acknowledge quorum writes (the primary "
+            f"{primary}'s synchronous_standby_names = {ssn!r}, pg_stat_replication) but is not "
+            "in KV_DB_NODES, so quorum reads never ask it: add it to KV_DB_NODES or remove it "
+            "from synchronous_standby_names")
+    if not problems:
+        return None
+    return (f"R + W > N does not hold (N={q.n}, W={q.w}, R={q.r}): " + "; ".join(problems))
 
 
 CLUSTER = Cluster()

@@ -17,6 +17,7 @@ KV_READ_TIMEOUT); listings too (kv.reads).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -24,7 +25,7 @@ import time
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import DatabaseError, connections, transaction
+from django.db import DatabaseError, DataError, connections
 
 from . import fanout, metrics
 from .consistency import format_lsn, format_session_token, newest, parse_lsn, split_version
@@ -120,6 +121,17 @@ def _unreachable_nodes(state: ClusterState) -> dict:
             if not s.eligible}
 
 
+def _refuse_unsafe_quorum(state: ClusterState, op: str, level: str) -> None:
+    """A quorum read or write counts on R + W > N: refuse it when the configuration cannot
+    give that (ClusterState.config_error; also logged and in /readyz)."""
+    if state.config_error is None:
+        return
+    metrics.count(op, level, "unavailable")
+    need = state.quorum.r if op == "read" else state.quorum.w
+    raise QuorumUnavailable(f"quorum {op}s are refused: {state.config_error}", need, 0,
+                            _unreachable_nodes(state))
+
+
 def _read_failed(level: str):
     def on_failure(name: str, exc: BaseException | str) -> str:
         CLUSTER.mark_failed(name)
@@ -149,6 +161,7 @@ def _read_nodes(candidates, need: int, key: str, level: str, after_lsn: int | No
 def read_quorum(key: str, after_lsn: int | None = None) -> ReadResult:
     """R nodes, highest version wins; with a session token, R nodes that have replayed it."""
     state = CLUSTER.state()
+    _refuse_unsafe_quorum(state, "read", "quorum")
     need = state.quorum.r
     answers, outcomes = _read_nodes(pick(state.eligible()), need, key, "quorum", after_lsn)
     if len(answers) < need:
@@ -206,12 +219,33 @@ def _write_nodes(state: ClusterState, standbys: int | None) -> dict:
     return out
 
 
+class WriteDeadline(Exception):
+    """The write's deadline passed before its COMMIT was sent: nothing was written."""
+
+
 def write(op: str, key: str, value_json: str | None, cond: str, versions: list[int],
           level: str) -> WriteResult:
     """Write at a level. ``value_json`` is the encoded value (see ``encode_value``);
     ``op`` put|delete; ``cond`` none|match|match_any|none_match|create; ``level`` quorum|one.
+
+    Everything from here on runs under the write's deadline (kv.watchdog): the node states,
+    the connection check, the statement, COMMIT and the session token's query.
     """
+    deadline = WATCHDOG.arm(settings.KV["WRITE_TIMEOUT"])
+    try:
+        return _write(deadline, op, key, value_json, cond, versions, level)
+    finally:
+        if WATCHDOG.disarm(deadline) and deadline.alias is not None:
+            # a cancel request may still be on its way to this connection's backend: never
+            # let it hit a later statement
+            with contextlib.suppress(Exception):
+                connections[deadline.alias].close()
+
+
+def _write(deadline, op: str, key: str, value_json: str | None, cond: str, versions: list[int],
+           level: str) -> WriteResult:
     mop = "delete" if op == "delete" else "write"
+    timeout = settings.KV["WRITE_TIMEOUT"]
     state = CLUSTER.state()
     q = state.quorum
     need = q.w if level == "quorum" else 1
@@ -219,28 +253,38 @@ def write(op: str, key: str, value_json: str | None, cond: str, versions: list[i
     if primary is None:
         metrics.count(mop, level, "unavailable")
         raise QuorumUnavailable("no primary is reachable", need, 0, _write_nodes(state, None))
+    if level == "quorum":
+        _refuse_unsafe_quorum(state, mop, level)
+    deadline.alias = primary
     conn = connections[primary]
     params = [op, key, value_json, cond, versions, level, q.k]
-    fired = False
     committing = False
     try:
-        _fresh_connection(conn)
+        _fresh_connection(conn, deadline)
         raw = conn.connection
         del raw.notices[:]
-        armed = WATCHDOG.arm(settings.KV["WRITE_TIMEOUT"], raw.cancel)
-        try:
-            with transaction.atomic(using=primary):
-                with conn.cursor() as cur:
-                    cur.execute(WRITE_SQL, params)
-                    status, version, created, standbys = cur.fetchone()
-                committing = True
-        finally:
-            fired = WATCHDOG.disarm(armed)
+        # The transaction by hand, not transaction.atomic: after a failed statement Django's
+        # atomic block reconnects (to restore autocommit), which against a frozen primary would
+        # hold the thread for connect_timeout. On any failure the connection is closed below
+        # (the server rolls back whatever was not committed).
+        with conn.cursor() as cur:
+            cur.execute("BEGIN; " + WRITE_SQL, params)
+            status, version, created, standbys = cur.fetchone()
+            if deadline.fired:
+                raise WriteDeadline  # too late to commit: do not
+            committing = True
+            cur.execute("COMMIT")
+        fired = deadline.fired  # when COMMIT returned
         notices = list(raw.notices)
-    except DatabaseError as exc:
-        CLUSTER.mark_failed(primary)
+    except (DatabaseError, WriteDeadline) as exc:
+        with contextlib.suppress(Exception):
+            conn.close()
+        if not isinstance(exc, DataError):  # a refused value says nothing about the node
+            CLUSTER.mark_failed(primary)
         if "read-only transaction" in str(exc):
             CLUSTER.invalidate()
+        if isinstance(exc, WriteDeadline):
+            exc = f"no answer within {timeout}s"
         text = _node_failed(primary, mop, level, exc)
         nodes = _write_nodes(state, None)
         nodes[primary] = text
@@ -250,8 +294,13 @@ def write(op: str, key: str, value_json: str | None, cond: str, versions: list[i
                                     "write may or may not have been applied", need, 0, nodes,
                                     committed_locally=None) from None
         metrics.count(mop, level, "unavailable")
-        detail = (f"the write did not finish within {settings.KV['WRITE_TIMEOUT']}s and was "
-                  "rolled back" if fired else "the primary failed the write")
+        if deadline.abandoned:
+            detail = (f"the primary did not answer within {timeout}s; the write was not "
+                      "committed (nothing was written)")
+        elif deadline.fired:
+            detail = f"the write did not finish within {timeout}s and was rolled back"
+        else:
+            detail = "the primary failed the write"
         raise QuorumUnavailable(detail, need, 0, nodes) from None
 
     if status == "unavailable":
@@ -269,14 +318,14 @@ def write(op: str, key: str, value_json: str | None, cond: str, versions: list[i
         for name in state.nodes:
             if name != primary:
                 _node_failed(name, mop, level,
-                             f"did not confirm the write within {settings.KV['WRITE_TIMEOUT']}s")
+                             f"did not confirm the write within {timeout}s")
         raise QuorumUnavailable(
             "the write committed on the primary, but its standbys did not confirm it within "
-            f"{settings.KV['WRITE_TIMEOUT']}s: it may be lost on failover", need, 1,
+            f"{timeout}s: it may be lost on failover", need, 1,
             _write_nodes(state, standbys), committed_locally=True, version=version)
     metrics.count(mop, level, "ok")
     token = None
-    if status == "ok":
+    if status == "ok" and not fired:
         try:
             with conn.cursor() as cur:
                 cur.execute("SELECT pg_current_wal_lsn()::text")
@@ -291,18 +340,25 @@ _IDLE_CHECK_AFTER = 2.0
 _last_used = threading.local()
 
 
-def _fresh_connection(conn) -> None:
+def _fresh_connection(conn, deadline) -> None:
     """A write must not fail on a connection the server closed while it sat idle (restart,
     failover): check one that was idle for a while, and reconnect if it is dead. A busy
-    connection is not checked (no extra round trip under load)."""
+    connection is not checked (no extra round trip under load). The check runs under the
+    write's deadline; opening a new connection is bounded by libpq's connect_timeout."""
     now = time.monotonic()
     used = getattr(_last_used, conn.alias, None)
     setattr(_last_used, conn.alias, now)
     idle = used is None or now - used > _IDLE_CHECK_AFTER
     if conn.connection is not None and (
-            conn.errors_occurred or (idle and not conn.is_usable())):
+            conn.errors_occurred
+            or (idle and (not WATCHDOG.attach(deadline, conn.connection)
+                          or not conn.is_usable()))):
         conn.close()
+    if deadline.fired:
+        raise WriteDeadline
     conn.ensure_connection()
+    if not WATCHDOG.attach(deadline, conn.connection):
+        raise WriteDeadline
 
 
 def encode_value(value) -> str:

@@ -14,7 +14,7 @@ from django.conf import settings
 from . import fanout, metrics
 from .models import KVItem
 from .nodes import CLUSTER, pick
-from .quorum import QuorumUnavailable, _read_failed, _unreachable_nodes
+from .quorum import QuorumUnavailable, _read_failed, _refuse_unsafe_quorum, _unreachable_nodes
 from .routers import kv_read_order
 
 _TABLE = KVItem._meta.db_table
@@ -71,6 +71,7 @@ def list_page(level: str, prefix: str, after: str | None, limit: int, max_lag: f
     of the page when more may follow else None, the node that answered or None for quorum)."""
     state = CLUSTER.state()
     if level == "quorum":
+        _refuse_unsafe_quorum(state, "read", "quorum")
         need = state.quorum.r
         candidates = pick(state.eligible())
     elif level == "primary":

@@ -248,6 +248,8 @@ def readyz(request):
     if not state.read_quorum_ok():
         reasons.append(f"{len(state.eligible())} nodes can serve reads, "
                        f"{state.quorum.r} needed for a read quorum")
+    if state.config_error is not None:
+        reasons.append(f"quorum requests are refused: {state.config_error}")
     body = {"ready": not reasons, "primary": state.primary, "w": state.quorum.w,
             "r": state.quorum.r}
     if reasons:
