@@ -40,6 +40,10 @@ BUILTIN = {
     "nginx_connections_waiting",
     "nginx_connections_accepted",
     "nginx_connections_handled",
+    # etcd 3.4 (Debian 12's etcd-server), its metrics listener
+    "etcd_server_has_leader",
+    "etcd_mvcc_db_total_size_in_bytes",
+    "etcd_server_quota_backend_bytes",
     # prometheus-node-exporter 1.5
     "node_cpu_seconds_total",
     "node_load1",
