@@ -1,5 +1,6 @@
-"""Repository-wide checks of the roles' shape (style.md): specs match defaults, templates say
-they are managed, variables carry their role's prefix, task files are split by phase."""
+"""Repository-wide checks of the roles' shape (docs/conventions.md): specs match defaults,
+templates say they are managed, variables carry their role's prefix, task files are split by
+phase."""
 
 from pathlib import Path
 

@@ -1,4 +1,4 @@
-"""Reads and writes at a consistency level (see ../shared/design/consistency.md).
+"""Reads and writes at a consistency level (see docs/consistency.md).
 
 Writes: one call of the SQL function ``kv_write`` in a transaction on the primary; the function
 sets ``synchronous_commit`` (remote_apply for w=quorum, local for w=one) and, for w=quorum,

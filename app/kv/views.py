@@ -1,4 +1,4 @@
-"""HTTP endpoints of ../shared/design/api.md."""
+"""HTTP endpoints of docs/api.md."""
 
 from __future__ import annotations
 

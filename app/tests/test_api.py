@@ -1,4 +1,4 @@
-"""Every endpoint and status of api.md, through Django's test client on the real cluster."""
+"""Every endpoint and status of docs/api.md, through Django's test client on the real cluster."""
 
 import json
 import threading

@@ -196,7 +196,7 @@ def test_lab_inventory_maps_the_elk_secrets_from_the_vault(renders):
     if missing:
         pytest.skip(
             "inventory/lab does not map " + ", ".join(missing) + " (e.g. elk_elastic_password: "
-            '"{{ vault_elastic_password }}" in inventory/lab/group_vars/all/main.yml); the elk '
+            '"{{ vault_elastic_password }}" in inventory/lab/group_vars/all/secrets.yml); the elk '
             "role would refuse to run in the lab"
         )
     assert all(secrets)

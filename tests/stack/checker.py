@@ -1,4 +1,4 @@
-"""Per-key history checker for the KV service (../shared/design/consistency.md, last section).
+"""Per-key history checker for the KV service (docs/consistency.md, last section).
 
 A history is a list of operations, one JSON object each:
 

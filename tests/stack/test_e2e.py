@@ -1,5 +1,5 @@
-"""End to end through the balancer: the API contract (api.md), metrics in Prometheus, and one
-request followed through nginx's access log and the app's log by its X-Request-ID."""
+"""End to end through the balancer: the API contract (docs/api.md), metrics in Prometheus, and
+one request followed through nginx's access log and the app's log by its X-Request-ID."""
 
 from __future__ import annotations
 
