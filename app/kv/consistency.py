@@ -254,25 +254,57 @@ def parse_etag_list(header: str) -> list[int] | None:
 # ---------------------------------------------------------------- list cursors
 
 
+# A cursor is ``<body>:<signature>``: body is the unpadded URL-safe base64 of the ASCII JSON
+# ``{"a": last key, "p": prefix}``, signature the HMAC-SHA256 of the body keyed from SECRET_KEY
+# with its own salt (django.core.signing).
+# Only cursors the service issued pass, and what a signed cursor holds is validated again (a key
+# of its listing), so that nothing a client sends as a cursor ever reaches a database.
+CURSOR_SALT = "kv.list-cursor"
+MAX_CURSOR_CHARS = 4096
+
+
+def _cursor_signer():
+    from django.core import signing
+
+    return signing.Signer(salt=CURSOR_SALT, algorithm="sha256")
+
+
 def encode_cursor(last_key: str, prefix: str) -> str:
-    raw = json.dumps({"a": last_key, "p": prefix}, ensure_ascii=False, separators=(",", ":"))
-    return base64.urlsafe_b64encode(raw.encode("utf-8")).decode("ascii").rstrip("=")
+    raw = json.dumps({"a": last_key, "p": prefix}, separators=(",", ":"))
+    body = base64.urlsafe_b64encode(raw.encode("ascii")).decode("ascii").rstrip("=")
+    return _cursor_signer().sign(body)
 
 
 def decode_cursor(cursor: str, prefix: str) -> str:
-    """Return the key after which the next page starts; 400 ``bad_cursor`` if it is not ours."""
+    """Return the key after which the next page starts; 400 ``bad_cursor`` unless the service
+    issued the cursor for a listing of ``prefix``."""
+    from django.core import signing
+
+    bad = InvalidInput("bad_cursor", "the cursor is not one this service issued")
+    if not isinstance(cursor, str) or len(cursor) > MAX_CURSOR_CHARS or not cursor.isascii():
+        raise bad
     try:
-        if len(cursor) > 4096:
-            raise ValueError("too long")
-        padded = cursor + "=" * (-len(cursor) % 4)
-        data = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")).decode("utf-8"))
+        body = _cursor_signer().unsign(cursor)
+    except signing.BadSignature:
+        raise bad from None
+    try:
+        raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+        data = json.loads(raw.decode("utf-8"))
         after, cprefix = data["a"], data["p"]
-        if not isinstance(after, str) or not isinstance(cprefix, str):
-            raise ValueError("types")
     except (ValueError, KeyError, TypeError, UnicodeError, binascii.Error):
-        raise InvalidInput("bad_cursor", "the cursor is not one this service issued") from None
+        raise bad from None
+    if not isinstance(after, str) or not isinstance(cprefix, str):
+        raise bad
     if cprefix != prefix:
         raise InvalidInput("bad_cursor", "the cursor belongs to a listing with another prefix")
+    try:
+        validate_key(after)
+        if cprefix:
+            validate_key(cprefix)
+    except InvalidInput:
+        raise bad from None
+    if not after.startswith(cprefix):
+        raise bad
     return after
 
 

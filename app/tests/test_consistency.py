@@ -1,5 +1,7 @@
 """Pure functions of kv.consistency and kv.config: no database involved."""
 
+import base64
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -106,17 +108,35 @@ def test_etag_lists():
     assert c.parse_etag_list('"12", W/"13", "x"') == [12, 13, -1]
 
 
-@given(st.text(max_size=50), st.text(max_size=20))
-def test_cursor_roundtrip(key, prefix):
-    assert c.decode_cursor(c.encode_cursor(key, prefix), prefix) == key
+key_chars = st.characters(blacklist_categories=("Cc", "Cs"))
 
 
-@given(st.text(max_size=100))
+@given(st.text(key_chars, max_size=20), st.text(key_chars, min_size=1, max_size=50))
+def test_cursor_roundtrip(prefix, rest):
+    key = prefix + rest  # the last key of a page always starts with the listing's prefix
+    cursor = c.encode_cursor(key, prefix)
+    assert cursor.isascii() and len(cursor) <= 4096
+    assert c.decode_cursor(cursor, prefix) == key
+
+
+@given(st.one_of(st.text(max_size=100), st.binary(max_size=100).map(
+    lambda b: base64.urlsafe_b64encode(b).decode("ascii").rstrip("="))))
 def test_cursor_garbage_is_a_client_error(garbage):
-    try:
+    with pytest.raises(c.InvalidInput) as exc:
         c.decode_cursor(garbage, "")
-    except c.InvalidInput as exc:
-        assert exc.code == "bad_cursor"
+    assert exc.value.code == "bad_cursor"
+
+
+@given(st.text(key_chars, min_size=1, max_size=30), st.data())
+def test_cursor_any_change_is_refused(key, data):
+    cursor = c.encode_cursor(key, "")
+    i = data.draw(st.integers(0, len(cursor) - 1))
+    ch = data.draw(st.sampled_from("AQgw_-:0z"))
+    if cursor[i] == ch:
+        return
+    with pytest.raises(c.InvalidInput) as exc:
+        c.decode_cursor(cursor[:i] + ch + cursor[i + 1:], "")
+    assert exc.value.code == "bad_cursor"
 
 
 def test_cursor_bound_to_its_prefix():

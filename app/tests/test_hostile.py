@@ -3,6 +3,8 @@
 import json
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.conftest import TOKENS, make_client, unique
 
@@ -175,3 +177,126 @@ def test_own_instance_address_is_an_allowed_host():
     # KV_INSTANCE is testhost:8000 in the tests: probes by the instance's own address work
     assert Client(HTTP_HOST="testhost:8000").get("/healthz").status_code == 200
     assert Client(HTTP_HOST="10.9.9.9:8000").get("/healthz").status_code == 400
+
+
+# ---------------------------------------------------------------- listing cursors
+# A cursor is signed by the service (HMAC keyed from SECRET_KEY). Anything else, and anything a
+# signed cursor holds that is not a key of its listing, is 400 bad_cursor before any database
+# work: never a 500 or a 503, and never a node marked failed.
+
+
+def _unsigned(payload) -> str:
+    """A cursor in the shape of an issued one, but made by a client (no valid signature)."""
+    import base64
+
+    raw = json.dumps(payload, separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode("utf-8")).decode("ascii").rstrip("=")
+
+
+def _signed(payload) -> str:
+    """A validly signed cursor holding ``payload`` (as if the signing key had leaked)."""
+    from django.core import signing
+
+    raw = json.dumps(payload, separators=(",", ":"))  # ensure_ascii: lone surrogates survive
+    import base64
+
+    body = base64.urlsafe_b64encode(raw.encode("ascii")).decode("ascii").rstrip("=")
+    return signing.Signer(salt="kv.list-cursor", algorithm="sha256").sign(body)
+
+
+def _node_states():
+    from kv.nodes import CLUSTER
+
+    st = CLUSTER.state(max_age=0)
+    return {n: (s.eligible, s.role) for n, s in st.nodes.items()}
+
+
+def _failed_nodes():
+    from kv.nodes import CLUSTER
+
+    return set(CLUSTER._failed)
+
+
+def _bad_cursors() -> dict[str, str]:
+    from django.core import signing
+
+    return {
+        "nul": _unsigned({"a": "a\u0000b", "p": ""}),
+        "surrogate": _unsigned({"a": "a\ud800", "p": ""}),
+        "forged": _unsigned({"a": "zzz", "p": ""}),
+        "signed_nul": _signed({"a": "a\u0000b", "p": ""}),
+        "signed_surrogate": _signed({"a": "\udfff", "p": ""}),
+        "signed_control": _signed({"a": "a\u0001", "p": ""}),
+        "signed_not_a_string": _signed({"a": 12, "p": ""}),
+        "signed_too_long": _signed({"a": "k" * 600, "p": ""}),
+        "signed_other_prefix": _signed({"a": "zzz", "p": "x"}),
+        "signed_not_json": signing.Signer(salt="kv.list-cursor", algorithm="sha256").sign(
+            "bm90IGpzb24"),
+        "wrong_salt": signing.Signer(salt="another", algorithm="sha256").sign(
+            _unsigned({"a": "zzz", "p": ""})),
+    }
+
+
+@pytest.mark.parametrize("level", ["primary", "one", "quorum"])
+def test_forged_and_malformed_cursors_are_400_at_every_level(client, level):
+    before = _node_states()
+    for name, cursor in _bad_cursors().items():
+        r = client.get("/api/kv/", {"cursor": cursor, "r": level})
+        assert r.status_code == 400, (name, level, r.status_code, r.content)
+        assert r.json()["error"] == "bad_cursor", (name, r.content)
+    # signed, but its key lies outside the listing's prefix
+    r = client.get("/api/kv/", {"cursor": _signed({"a": "b", "p": "x"}), "prefix": "x",
+                                "r": level})
+    assert r.status_code == 400 and r.json()["error"] == "bad_cursor", r.content
+    assert not _failed_nodes()
+    assert _node_states() == before
+
+
+def test_tampered_cursor_is_400(client):
+    ns = unique("cur") + "/"
+    for i in range(3):
+        r = client.put(f"/api/kv/{ns}{i}", {"value": i}, content_type="application/json")
+        assert r.status_code == 201
+    page = client.get("/api/kv/", {"prefix": ns, "limit": "1"}).json()
+    cursor = page["next"]
+    assert cursor
+    ok = client.get("/api/kv/", {"prefix": ns, "limit": "1", "cursor": cursor})
+    assert ok.status_code == 200 and ok.json()["items"][0]["key"] == f"{ns}1"
+    # flip every character of the cursor in turn: each variant is refused
+    for i in range(len(cursor)):
+        for repl in ("A", "_"):
+            if cursor[i] == repl:
+                continue
+            bad = cursor[:i] + repl + cursor[i + 1:]
+            r = client.get("/api/kv/", {"prefix": ns, "limit": "1", "cursor": bad})
+            assert r.status_code == 400 and r.json()["error"] == "bad_cursor", (i, bad)
+    # a cursor of another prefix, re-labelled by the client, is refused too
+    import base64
+
+    body, _sig = cursor.rsplit(":", 1)
+    data = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    data["p"] = ""
+    r = client.get("/api/kv/", {"cursor": _unsigned(data) + ":" + _sig})
+    assert r.status_code == 400 and r.json()["error"] == "bad_cursor"
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(garbage=st.one_of(
+    st.text(max_size=200),
+    st.binary(max_size=150).map(
+        lambda b: __import__("base64").urlsafe_b64encode(b).decode("ascii").rstrip("=")),
+    st.builds(lambda a, p: _unsigned({"a": a, "p": p}), st.text(max_size=20),
+              st.text(max_size=5)),
+    st.builds(lambda a, s: _unsigned({"a": a, "p": ""}) + ":" + s, st.text(max_size=10),
+              st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_",
+                      min_size=0, max_size=50)),
+), level=st.sampled_from(["primary", "one", "quorum"]))
+def test_garbage_cursors_never_5xx(garbage, level):
+    client = make_client("rw")
+    r = client.get("/api/kv/", {"cursor": garbage, "r": level})
+    if garbage == "":
+        assert r.status_code == 200  # an empty cursor is the first page
+        return
+    assert r.status_code == 400, (garbage, r.status_code, r.content)
+    assert r.json()["error"] == "bad_cursor"
+    assert not _failed_nodes()
