@@ -113,6 +113,12 @@ def test_settings_refuse_missing_secret():
     assert res.returncode != 0 and "DJANGO_SECRET_KEY" in res.stderr
 
 
+def _purge(*args) -> list[str]:
+    out = io.StringIO()
+    call_command("kv_purge_tombstones", *args, stdout=out)
+    return out.getvalue().splitlines()
+
+
 def test_purge_tombstones():
     client = make_client("rw")
     client.put("/api/kv/purge-me", {"value": 1}, content_type="application/json")
@@ -121,10 +127,41 @@ def test_purge_tombstones():
 
     KVItem.objects.using("default").filter(pk="purge-me").update(
         updated_at="2000-01-01T00:00:00Z")
-    out = io.StringIO()
-    call_command("kv_purge_tombstones", "--older-than", "3600", stdout=out)
-    assert out.getvalue().startswith("changed")
+    lines = _purge("--older-than", "3600")
+    assert lines[-1].startswith("changed") and lines[0].startswith("purged"), lines
     assert not KVItem.objects.using("default").filter(pk="purge-me").exists()
-    out = io.StringIO()
-    call_command("kv_purge_tombstones", "--older-than", "3600", stdout=out)
-    assert out.getvalue().strip() == "unchanged"
+    assert _purge("--older-than", "3600")[-1] == "unchanged"
+
+
+def test_purge_zero_horizon_keeps_rewritten_keys_and_runs_alone():
+    """With every node caught up a zero horizon purges a fresh tombstone; a key written again
+    is never purged; a second run while one holds the lock does nothing."""
+    import psycopg2
+    from django.db import connections
+    from kv.management.commands.kv_purge_tombstones import LOCK_KEY
+    from kv.models import KVItem
+    from kv.nodes import CLUSTER
+
+    client = make_client("rw")
+    gone, back = "purge-zero-gone", "purge-zero-back"
+    for key in (gone, back):
+        client.put(f"/api/kv/{key}", {"value": 1}, content_type="application/json")
+        assert client.delete(f"/api/kv/{key}").status_code == 204
+    assert client.put(f"/api/kv/{back}", {"value": 2},
+                      content_type="application/json").status_code == 201
+    db = connections[CLUSTER.state(max_age=0).primary].settings_dict
+    other = psycopg2.connect(dbname=db["NAME"], user=db["USER"], password=db["PASSWORD"],
+                             host=db["HOST"], port=db["PORT"])
+    try:
+        with other.cursor() as cur:
+            cur.execute("SELECT pg_advisory_lock(%s)", [LOCK_KEY])
+        assert _purge("--older-than", "0") == ["skipped: another purge is running", "unchanged"]
+        assert KVItem.objects.using("default").filter(pk=gone).exists()
+    finally:
+        other.close()
+    report = json.loads(_purge("--older-than", "0", "--json")[0])
+    assert report["purged"] >= 1 and report["held_back"] == 0 and not report["blockers"], report
+    assert not KVItem.objects.using("default").filter(pk=gone).exists()
+    assert KVItem.objects.using("default").get(pk=back).deleted is False
+    with pytest.raises(CommandError):
+        call_command("kv_purge_tombstones", "--older-than", "-1", stdout=io.StringIO())

@@ -225,3 +225,63 @@ def test_r_one_listing_falls_back_to_the_primary(client, restore):
     r = client.get("/api/kv/", {"prefix": key, "r": "one"})
     assert r.status_code == 200, r.content
     assert [i["key"] for i in r.json()["items"]] == [key]
+
+
+def _purge(*args) -> str:
+    import io
+
+    from django.core.management import call_command
+
+    out = io.StringIO()
+    call_command("kv_purge_tombstones", *args, stdout=out)
+    return out.getvalue()
+
+
+def _rows(cluster, node, key):
+    return cluster.sql(cluster.node(node), "SELECT deleted FROM kv_item WHERE key = %s", [key])
+
+
+def test_purged_tombstone_never_lets_a_returning_standby_resurrect_the_key(client, restore):
+    """s1 holds the live row and is down while the key is deleted and the tombstones are
+    purged. When it comes back it streams, so quorum reads ask it, before it has replayed the
+    delete (held there with recovery_min_apply_delay, the catch-up window made deterministic).
+    Its old row must never win: the purge holds back while any node has not replayed the
+    tombstone, and purges once every node has."""
+    cluster = restore
+    s1 = cluster.node("s1")
+    key = unique("purge")
+    assert put(client, key, "alive").status_code == 201
+    for name in ("s1", "s2"):
+        assert wait_for(lambda n=name: _rows(cluster, n, key) == [(False,)])
+    cluster.stop(s1)
+    assert wait_for(lambda: "s1" not in cluster.streaming())
+    assert client.delete(f"/api/kv/{key}").status_code == 204
+    # an old tombstone: beyond any horizon
+    cluster.sql(cluster.primary, "UPDATE kv_item SET updated_at = '2000-01-01' WHERE key = %s",
+                [key])
+    out = _purge("--older-than", "60")
+    assert _rows(cluster, "p1", key) == [(True,)], out
+    assert "held back" in out and "s1" in out, out
+    try:
+        with open(f"{s1.datadir}/postgresql.auto.conf", "a") as fh:
+            fh.write("\nrecovery_min_apply_delay = '1h'\n")
+        cluster.start(s1)
+        cluster.wait_streaming(2)
+        assert _rows(cluster, "s1", key) == [(False,)]  # streaming, the delete not replayed
+        assert refresh_nodes().nodes["s1"].eligible
+        codes = [client.get(f"/api/kv/{key}").status_code for _ in range(24)]
+        assert codes == [404] * 24, codes
+        out = _purge("--older-than", "60", "--wait", "0.5")
+        assert "held back" in out and "s1" in out and "behind" in out, out
+        assert _rows(cluster, "p1", key) == [(True,)]
+    finally:
+        cluster.sql(s1, "ALTER SYSTEM RESET recovery_min_apply_delay")
+        cluster.sql(s1, "SELECT pg_reload_conf()")
+    # caught up: the purge goes ahead and every node ends with no row
+    assert wait_for(lambda: _rows(cluster, "s1", key) == [(True,)])
+    out = _purge("--older-than", "60")
+    assert out.splitlines()[-1].startswith("changed"), out
+    for name in ("p1", "s1", "s2"):
+        assert wait_for(lambda n=name: _rows(cluster, n, key) == []), name
+    codes = [client.get(f"/api/kv/{key}").status_code for _ in range(12)]
+    assert codes == [404] * 12, codes

@@ -139,6 +139,30 @@ def test_app_hosts(host):
     assert host.run("runuser -u kv -- test -w /opt/kv/current/app").rc != 0
 
 
+def test_purge_timer(host):
+    """The tombstone purge: timer enabled and waiting, units valid, one run succeeds."""
+    if "app" not in groups_of(host):
+        pytest.skip("not an app host")
+    timer = host.service("kv-purge-tombstones.timer")
+    assert timer.is_enabled and timer.is_running
+    units = " ".join(f"/etc/systemd/system/kv-purge-tombstones.{t}" for t in ("service", "timer"))
+    verify = host.run(f"systemd-analyze verify {units}")
+    assert verify.rc == 0, verify.stderr
+    props = host.run(
+        "systemctl show kv-purge-tombstones.service -p NoNewPrivileges -p ProtectSystem -p User"
+    ).stdout
+    for expected in ("NoNewPrivileges=yes", "ProtectSystem=strict", "User=kv"):
+        assert expected in props
+    run = host.run("timeout 120 systemctl start kv-purge-tombstones.service")
+    assert run.rc == 0, run.stderr
+    result = host.run("systemctl show kv-purge-tombstones.service -p Result -p ExecMainStatus")
+    assert "Result=success" in result.stdout and "ExecMainStatus=0" in result.stdout
+    journal = host.run(
+        "journalctl -u kv-purge-tombstones.service -n 20 --no-pager -o cat"
+    ).stdout.splitlines()
+    assert any(line == "unchanged" or line.startswith("changed ") for line in journal), journal
+
+
 def test_lb_host(host):
     if "lb" not in groups_of(host):
         pytest.skip("not a balancer")
