@@ -5,6 +5,7 @@ import json
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from kv.consistency import CURSOR_SALT
 
 from tests.conftest import TOKENS, make_client, unique
 
@@ -201,7 +202,7 @@ def _signed(payload) -> str:
     import base64
 
     body = base64.urlsafe_b64encode(raw.encode("ascii")).decode("ascii").rstrip("=")
-    return signing.Signer(salt="kv.list-cursor", algorithm="sha256").sign(body)
+    return signing.Signer(salt=CURSOR_SALT, algorithm="sha256").sign(body)
 
 
 def _node_states():
@@ -230,7 +231,7 @@ def _bad_cursors() -> dict[str, str]:
         "signed_not_a_string": _signed({"a": 12, "p": ""}),
         "signed_too_long": _signed({"a": "k" * 600, "p": ""}),
         "signed_other_prefix": _signed({"a": "zzz", "p": "x"}),
-        "signed_not_json": signing.Signer(salt="kv.list-cursor", algorithm="sha256").sign(
+        "signed_not_json": signing.Signer(salt=CURSOR_SALT, algorithm="sha256").sign(
             "bm90IGpzb24"),
         "wrong_salt": signing.Signer(salt="another", algorithm="sha256").sign(
             _unsigned({"a": "zzz", "p": ""})),
