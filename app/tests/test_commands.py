@@ -133,14 +133,11 @@ def test_purge_tombstones():
     assert _purge("--older-than", "3600")[-1] == "unchanged"
 
 
-def test_purge_zero_horizon_keeps_rewritten_keys_and_runs_alone():
+def test_purge_zero_horizon_keeps_rewritten_keys_and_runs_alone(cluster):
     """With every node caught up a zero horizon purges a fresh tombstone; a key written again
     is never purged; a second run while one holds the lock does nothing."""
-    import psycopg2
-    from django.db import connections
     from kv.management.commands.kv_purge_tombstones import LOCK_KEY
     from kv.models import KVItem
-    from kv.nodes import CLUSTER
 
     client = make_client("rw")
     gone, back = "purge-zero-gone", "purge-zero-back"
@@ -149,9 +146,7 @@ def test_purge_zero_horizon_keeps_rewritten_keys_and_runs_alone():
         assert client.delete(f"/api/kv/{key}").status_code == 204
     assert client.put(f"/api/kv/{back}", {"value": 2},
                       content_type="application/json").status_code == 201
-    db = connections[CLUSTER.state(max_age=0).primary].settings_dict
-    other = psycopg2.connect(dbname=db["NAME"], user=db["USER"], password=db["PASSWORD"],
-                             host=db["HOST"], port=db["PORT"])
+    other = cluster.connect(cluster.primary)  # advisory locks are per database, any role
     try:
         with other.cursor() as cur:
             cur.execute("SELECT pg_advisory_lock(%s)", [LOCK_KEY])

@@ -259,7 +259,7 @@ def test_purged_tombstone_never_lets_a_returning_standby_resurrect_the_key(clien
     # an old tombstone: beyond any horizon
     cluster.sql(cluster.primary, "UPDATE kv_item SET updated_at = '2000-01-01' WHERE key = %s",
                 [key])
-    out = _purge("--older-than", "60")
+    out = _purge("--older-than", "60", "--wait", "1")
     assert _rows(cluster, "p1", key) == [(True,)], out
     assert "held back" in out and "s1" in out, out
     try:

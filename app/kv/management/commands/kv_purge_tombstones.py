@@ -12,8 +12,9 @@ candidates were selected (every candidate was visible then, so its commit record
 "Every node" is every name in KV_DB_NODES (asked directly: ``pg_last_wal_replay_lsn()``) and every
 physical replication slot on the primary whose standby is not one of them (its walsender's
 ``replay_lsn``). A node that is unreachable, not a standby of this primary, or behind, or a slot
-that is inactive, holds the whole purge back: nothing is deleted and the reasons are printed. A
-node that is behind is waited for up to ``--wait`` seconds. A slot whose WAL is lost
+that is inactive, holds the whole purge back: nothing is deleted and the reasons are printed.
+Before giving up, the run asks again for up to ``--wait`` seconds (a node that is behind or
+restarting usually gets there). A slot whose WAL is lost
 (``wal_status = 'lost'``) is ignored: its standby can only come back through a new base backup,
 which copies the current data, so it cannot bring a purged key back.
 
@@ -60,6 +61,8 @@ DELETE FROM kv_item i USING kv_purge_candidates c
  WHERE i.key = c.key AND i.version = c.version AND i.deleted
 """
 POLL_SECONDS = 0.2
+# Bound of one round of position queries (at least KV_READ_TIMEOUT): a busy node is not "down".
+QUERY_TIMEOUT = 5.0
 
 
 class Command(BaseCommand):
@@ -70,8 +73,8 @@ class Command(BaseCommand):
         parser.add_argument("--older-than", type=int, default=86400,
                             help="only tombstones older than this many seconds (default 86400)")
         parser.add_argument("--wait", type=float, default=10.0,
-                            help="seconds to wait for nodes that are behind the purge point "
-                                 "(default 10)")
+                            help="seconds to keep asking nodes that have not replayed the "
+                                 "purge point before holding back (default 10)")
         parser.add_argument("--json", action="store_true",
                             help="print one JSON object instead of lines")
 
@@ -80,7 +83,11 @@ class Command(BaseCommand):
             raise CommandError("--older-than must be 0 or more seconds")
         if not 0 <= opts["wait"] <= 3600:
             raise CommandError("--wait must be from 0 to 3600 seconds")
-        state = CLUSTER.state(max_age=0)
+        for _attempt in range(3):  # a probe can miss the primary on a busy host: ask again
+            state = CLUSTER.state(max_age=0)
+            if state.primary is not None:
+                break
+            time.sleep(POLL_SECONDS)
         primary = state.primary
         if primary is None:
             raise CommandError("no PostgreSQL primary is reachable")
@@ -115,7 +122,8 @@ class Command(BaseCommand):
             blockers, waiting = self._blockers(cur, primary, timeline, point, report)
             if not blockers:
                 break
-            # wait only while every blocker is a reachable node replaying towards the point
+            # wait while every blocker may still reach the point (a node that accepts writes
+            # without being the primary will not)
             if not waiting or time.monotonic() + POLL_SECONDS > deadline:
                 report["blockers"] = blockers
                 report["held_back"] = count
@@ -130,9 +138,9 @@ class Command(BaseCommand):
     def _blockers(self, cur, primary: str, timeline: int | None, point: int,
                   report: dict) -> tuple[dict[str, str], bool]:
         """Nodes and slots that have not replayed ``point``, with the reason; and whether all
-        of them are merely behind (worth waiting for)."""
+        of them may still get there (worth waiting for)."""
         blockers: dict[str, str] = {}
-        behind: set[str] = set()
+        final: set[str] = set()
         names = [n.name for n in settings.KV_NODES if n.name != primary]
 
         def failed(name: str, exc) -> str:
@@ -140,19 +148,20 @@ class Command(BaseCommand):
             blockers[name] = f"unreachable ({text})"
             return blockers[name]
 
-        answers, _ = fanout.gather(POSITION_SQL, [], iter(names), len(names),
-                                   settings.KV["READ_TIMEOUT"], failed) if names else ([], {})
+        timeout = max(settings.KV["READ_TIMEOUT"], QUERY_TIMEOUT)
+        answers, _ = fanout.gather(POSITION_SQL, [], iter(names), len(names), timeout,
+                                   failed) if names else ([], {})
         for name, row in answers:
             in_recovery, replay, receiver, received_tli = row
             replayed = parse_lsn(replay) if replay else None
             if not in_recovery:
                 blockers[name] = "accepts writes but is not the primary: rejoin it as a standby"
+                final.add(name)
             elif receiver is not None and timeline is not None and received_tli != timeline:
                 blockers[name] = f"streams timeline {received_tli}, the primary is on {timeline}"
             elif replayed is None or replayed < point:
                 blockers[name] = (f"behind: replayed up to {replay or 'nothing'}, the purge point "
                                   f"is {format_lsn(point)}")
-                behind.add(name)
         cur.execute(SLOTS_SQL)
         for slot, active, wal_status, app_name, replay in cur.fetchall():
             if wal_status == "lost":
@@ -168,8 +177,7 @@ class Command(BaseCommand):
                 blockers[label] = (f"behind: {app_name or 'its standby'} replayed up to "
                                    f"{replay or 'nothing'}, the purge point is "
                                    f"{format_lsn(point)}")
-                behind.add(label)
-        return blockers, set(blockers) == behind
+        return blockers, not final
 
     def _print(self, report: dict, as_json: bool) -> None:
         if as_json:
