@@ -145,26 +145,29 @@ def parse_session_token(text: str) -> tuple[int, int]:
 
 
 def parse_read_level(value: str | None) -> str:
-    level = "quorum" if value is None or value == "" else value
+    """Absent: quorum. Present, it must be a level: ``r=`` is refused like any unknown value
+    (the OpenAPI schema declares an enum, and a default only for the absent parameter)."""
+    level = "quorum" if value is None else value
     if level not in READ_LEVELS:
         raise InvalidInput("bad_consistency", f"r must be one of {', '.join(READ_LEVELS)}")
     return level
 
 
 def parse_write_level(value: str | None) -> str:
-    level = "quorum" if value is None or value == "" else value
+    level = "quorum" if value is None else value
     if level not in WRITE_LEVELS:
         raise InvalidInput("bad_consistency", f"w must be one of {', '.join(WRITE_LEVELS)}")
     return level
 
 
+_NUMBER_RE = re.compile(r"-?(?:0|[1-9][0-9]{0,15})(?:\.[0-9]{1,16})?(?:[eE][+-]?[0-9]{1,3})?")
+
+
 def parse_max_lag(value: str | None, default: float) -> float:
-    if value is None or value == "":
+    """A JSON number from 0 to 86400 (not Python's wider float(): no ``1_0``, ``inf``, spaces)."""
+    if value is None:
         return default
-    try:
-        lag = float(value)
-    except ValueError:
-        lag = -1.0
+    lag = float(value) if _NUMBER_RE.fullmatch(value) else -1.0
     if not 0 <= lag <= 86400:
         raise InvalidInput("bad_max_lag", "max_lag must be a number of seconds from 0 to 86400")
     return lag
@@ -309,7 +312,7 @@ def decode_cursor(cursor: str, prefix: str) -> str:
 
 
 def parse_limit(value: str | None, default: int, maximum: int) -> int:
-    if value is None or value == "":
+    if value is None:
         return default
     if not re.fullmatch(r"[0-9]{1,9}", value) or not 1 <= int(value) <= maximum:
         raise InvalidInput("bad_limit", f"limit must be an integer from 1 to {maximum}")

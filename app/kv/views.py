@@ -1,4 +1,4 @@
-"""HTTP endpoints of docs/api.md."""
+"""HTTP endpoints of docs/api.md (the OpenAPI description is in kv.schema)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 from django.conf import settings
 from django.http import HttpResponse, JsonResponse
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework.views import APIView
 
 from .consistency import (
@@ -33,15 +33,26 @@ from .quorum import (
     write,
 )
 from .reads import list_page
-from .serializers import (
-    ClusterSerializer,
-    CreateSerializer,
-    ErrorSerializer,
-    ItemSerializer,
-    PageSerializer,
-    PutSerializer,
-    QuorumErrorSerializer,
+from .schema import (
+    CLUSTER_PARAMS,
+    COMMON_ERRORS,
+    CREATE_PARAMS,
+    DELETE_PARAMS,
+    E400,
+    E401,
+    E403,
+    E404,
+    E409,
+    E412,
+    E413,
+    E415,
+    PUT_PARAMS,
+    READ_PARAMS,
+    create_body,
+    list_params,
+    put_body,
 )
+from .serializers import ClusterSerializer, ItemSerializer, PageSerializer
 
 
 def _json(body: dict, status: int = 200) -> HttpResponse:
@@ -84,35 +95,25 @@ def _encode(value) -> str:
 def _conditions(request, allow_none_match: bool) -> tuple[str, list[int]]:
     if_match = request.META.get("HTTP_IF_MATCH")
     if_none = request.META.get("HTTP_IF_NONE_MATCH")
-    if if_match is not None and if_none is not None:
-        raise InvalidInput("bad_precondition", "send If-Match or If-None-Match, not both")
+    if if_none is not None and (not allow_none_match or if_none.strip() != "*"):
+        raise InvalidInput("bad_precondition", "only 'If-None-Match: *' is supported, on PUT")
     if if_match is not None:
         versions = parse_etag_list(if_match)
+        if if_none is not None:
+            # RFC 9110 13.2.2: If-None-Match is evaluated only when If-Match holds, i.e. when
+            # the key exists, so "If-None-Match: *" then fails: 412 whatever the key holds.
+            return "match", []
         return ("match_any", []) if versions is None else ("match", versions)
     if if_none is not None:
-        if not allow_none_match or if_none.strip() != "*":
-            raise InvalidInput("bad_precondition", "only 'If-None-Match: *' is supported, on PUT")
         return "none_match", []
     return "none", []
-
-
-READ_PARAMS = [
-    OpenApiParameter("r", str, enum=["quorum", "primary", "one"], required=False),
-    OpenApiParameter("max_lag", float, required=False, description="seconds, with r=one"),
-    OpenApiParameter("X-KV-Token", str, OpenApiParameter.HEADER, required=False,
-                     description="session token of an earlier write: read your writes"),
-]
-WRITE_PARAMS = [OpenApiParameter("w", str, enum=["quorum", "one"], required=False)]
-ERRORS = {400: ErrorSerializer, 401: ErrorSerializer, 403: ErrorSerializer,
-          404: ErrorSerializer, 412: ErrorSerializer, 413: ErrorSerializer,
-          415: ErrorSerializer, 503: QuorumErrorSerializer}
 
 
 class KeyView(APIView):
     """One key: read, create or replace, delete."""
 
     @extend_schema(operation_id="kv_get", parameters=READ_PARAMS,
-                   responses={200: ItemSerializer, **ERRORS})
+                   responses={200: ItemSerializer, 404: E404, **COMMON_ERRORS})
     def get(self, request, key):
         key = validate_key(key)
         token_header = request.META.get("HTTP_X_KV_TOKEN")
@@ -135,8 +136,11 @@ class KeyView(APIView):
             resp["X-KV-Node"] = res.node
         return resp
 
-    @extend_schema(operation_id="kv_put", parameters=WRITE_PARAMS, request=PutSerializer,
-                   responses={200: ItemSerializer, 201: ItemSerializer, **ERRORS})
+    @extend_schema(operation_id="kv_put", parameters=PUT_PARAMS,
+                   request={"application/json": put_body()},
+                   responses={200: OpenApiResponse(ItemSerializer, description="replaced"),
+                              201: OpenApiResponse(ItemSerializer, description="created"),
+                              412: E412, 413: E413, 415: E415, **COMMON_ERRORS})
     def put(self, request, key):
         key = validate_key(key)
         level = parse_write_level(request.GET.get("w"))
@@ -150,8 +154,9 @@ class KeyView(APIView):
         return _item(key, value, res.version, 201 if res.created else 200, res.node,
                      res.session_token)
 
-    @extend_schema(operation_id="kv_delete", parameters=WRITE_PARAMS,
-                   responses={204: None, **ERRORS})
+    @extend_schema(operation_id="kv_delete", parameters=DELETE_PARAMS, request=None,
+                   responses={204: OpenApiResponse(description="deleted"), 404: E404,
+                              412: E412, **COMMON_ERRORS})
     def delete(self, request, key):
         key = validate_key(key)
         level = parse_write_level(request.GET.get("w"))
@@ -172,8 +177,10 @@ class KeyView(APIView):
 class CollectionView(APIView):
     """Create a key (the seed's form) or list keys by prefix."""
 
-    @extend_schema(operation_id="kv_create", parameters=WRITE_PARAMS, request=CreateSerializer,
-                   responses={201: ItemSerializer, 409: ErrorSerializer, **ERRORS})
+    @extend_schema(operation_id="kv_create", parameters=CREATE_PARAMS,
+                   request={"application/json": create_body()},
+                   responses={201: ItemSerializer, 409: E409, 413: E413, 415: E415,
+                              **COMMON_ERRORS})
     def post(self, request):
         level = parse_write_level(request.GET.get("w"))
         data = _body(request, ("key", "value"))
@@ -185,18 +192,8 @@ class CollectionView(APIView):
         resp = _item(key, data["value"], res.version, 201, res.node, res.session_token)
         return resp
 
-    @extend_schema(
-        operation_id="kv_list",
-        parameters=[
-            OpenApiParameter("prefix", str, required=False),
-            OpenApiParameter("limit", int, required=False),
-            OpenApiParameter("cursor", str, required=False),
-            OpenApiParameter("r", str, enum=["quorum", "primary", "one"], required=False,
-                             description="quorum merges R nodes; primary; one a standby"),
-            OpenApiParameter("max_lag", float, required=False),
-        ],
-        responses={200: PageSerializer, **ERRORS},
-    )
+    @extend_schema(operation_id="kv_list", parameters=list_params(),
+                   responses={200: PageSerializer, **COMMON_ERRORS})
     def get(self, request):
         prefix = request.GET.get("prefix", "")
         if prefix:
@@ -222,10 +219,13 @@ def _page(rows, last: str | None, prefix: str) -> HttpResponse:
 class ClusterView(APIView):
     """Nodes, roles, timelines, replay positions, lag, health; k, W, R."""
 
-    @extend_schema(operation_id="cluster", responses={200: ClusterSerializer,
-                                                      401: ErrorSerializer})
+    @extend_schema(operation_id="cluster", parameters=CLUSTER_PARAMS,
+                   responses={200: ClusterSerializer, 400: E400, 401: E401, 403: E403})
     def get(self, request):
-        fresh = request.GET.get("fresh") in ("1", "true")
+        fresh = request.GET.get("fresh")
+        if fresh not in (None, "0", "1", "false", "true"):
+            raise InvalidInput("bad_request", "fresh must be one of 0, 1, false, true")
+        fresh = fresh in ("1", "true")
         body = CLUSTER.state(max_age=0 if fresh else None).public()
         body["instance"] = settings.KV["INSTANCE"]
         return _json(body)

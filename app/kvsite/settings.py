@@ -169,6 +169,8 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Key-value store with per-request quorum consistency on PostgreSQL replication.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums",
+                             "kv.schema.add_headers"],
 }
 
 # ------------------------------------------------------------------ metrics and logs

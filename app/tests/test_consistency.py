@@ -91,7 +91,7 @@ def test_check_value_refuses_what_jsonb_cannot_store(value):
 def test_levels():
     assert c.parse_read_level(None) == "quorum"
     assert c.parse_write_level("one") == "one"
-    for bad in ("all", "QUORUM", "1"):
+    for bad in ("all", "QUORUM", "1", ""):
         with pytest.raises(c.InvalidInput):
             c.parse_read_level(bad)
         with pytest.raises(c.InvalidInput):
@@ -100,6 +100,14 @@ def test_levels():
         c.parse_max_lag("-1", 5)
     with pytest.raises(c.InvalidInput):
         c.parse_max_lag("nan", 5)
+    for bad in ("", " 1", "1_0", "inf", "1e999", "0x10", "+1", "86400.01", "٣"):
+        with pytest.raises(c.InvalidInput):
+            c.parse_max_lag(bad, 5)
+    for good, lag in (("0", 0), ("86400", 86400), ("1e3", 1000), ("0.5", 0.5), ("-0", 0)):
+        assert c.parse_max_lag(good, 5) == lag
+    assert c.parse_max_lag(None, 5) == 5
+    with pytest.raises(c.InvalidInput):
+        c.parse_limit("", 100, 1000)
     assert c.parse_max_lag("0.5", 5) == 0.5
 
 

@@ -70,20 +70,35 @@ def test_wrong_content_type(client, ctype):
     assert r.json()["error"] == "unsupported_media_type"
 
 
-@pytest.mark.parametrize("query", ["?r=all", "?r=", "?r=QUORUM", "?r=one&max_lag=abc",
-                                   "?r=one&max_lag=-3"])
-def test_unknown_read_level(client, query):
-    r = client.get(f"/api/kv/x{query}")
-    if query == "?r=":
-        assert r.status_code in (200, 404)
-        return
-    assert r.status_code == 400
-    assert r.json()["error"] in ("bad_consistency", "bad_max_lag")
+@pytest.mark.parametrize("query,code", [
+    ("?r=all", "bad_consistency"), ("?r=", "bad_consistency"), ("?r=QUORUM", "bad_consistency"),
+    ("?r=one&max_lag=abc", "bad_max_lag"), ("?r=one&max_lag=-3", "bad_max_lag"),
+    ("?r=one&max_lag=", "bad_max_lag"), ("?r=one&max_lag=1_0", "bad_max_lag"),
+    ("?r=one&max_lag=%205", "bad_max_lag"), ("?r=one&max_lag=inf", "bad_max_lag"),
+    ("?max_lag=86400.5", "bad_max_lag"),
+])
+def test_unknown_read_level(client, query, code):
+    for path in ("/api/kv/x", "/api/kv/"):
+        r = client.get(f"{path}{query}")
+        assert r.status_code == 400, (path, query, r.content)
+        assert r.json()["error"] == code
 
 
-@pytest.mark.parametrize("query", ["?w=all", "?w=two", "?w=primary"])
+@pytest.mark.parametrize("query", ["", "?max_lag=0", "?max_lag=86400", "?max_lag=1e3",
+                                   "?max_lag=0.25", "?r=one&max_lag=2.5E-1"])
+def test_read_parameters_the_schema_allows(client, query):
+    assert client.get(f"/api/kv/{unique()}{query}").status_code == 404
+    assert client.get(f"/api/kv/{query}").status_code == 200
+
+
+@pytest.mark.parametrize("query", ["?w=all", "?w=two", "?w=primary", "?w="])
 def test_unknown_write_level(client, query):
     r = client.put(f"/api/kv/x{query}", {"value": 1}, content_type="application/json")
+    assert r.status_code == 400 and r.json()["error"] == "bad_consistency"
+    r = client.delete(f"/api/kv/x{query}")
+    assert r.status_code == 400 and r.json()["error"] == "bad_consistency"
+    r = client.post(f"/api/kv/{query}", {"key": unique(), "value": 1},
+                    content_type="application/json")
     assert r.status_code == 400 and r.json()["error"] == "bad_consistency"
 
 
@@ -94,10 +109,19 @@ def test_bad_cursor(client, cursor):
     assert r.status_code == 400 and r.json()["error"] == "bad_cursor"
 
 
-@pytest.mark.parametrize("limit", ["0", "-1", "abc", "100000", "1e3"])
+@pytest.mark.parametrize("limit", ["0", "-1", "abc", "100000", "1e3", ""])
 def test_bad_limit(client, limit):
     r = client.get("/api/kv/", {"limit": limit})
     assert r.status_code == 400 and r.json()["error"] == "bad_limit"
+
+
+@pytest.mark.parametrize("fresh,status", [("1", 200), ("true", 200), ("0", 200), ("false", 200),
+                                          ("yes", 400), ("", 400)])
+def test_cluster_fresh_parameter(client, fresh, status):
+    r = client.get("/api/cluster", {"fresh": fresh})
+    assert r.status_code == status, r.content
+    if status == 400:
+        assert r.json()["error"] == "bad_request"
 
 
 def test_bad_session_token(client):
@@ -109,9 +133,24 @@ def test_bad_preconditions(client):
     r = client.put(f"/api/kv/{unique()}", {"value": 1}, content_type="application/json",
                    headers={"If-None-Match": '"5"'})
     assert r.status_code == 400
-    r = client.put(f"/api/kv/{unique()}", {"value": 1}, content_type="application/json",
-                   headers={"If-None-Match": "*", "If-Match": '"1"'})
-    assert r.status_code == 400
+    r = client.delete(f"/api/kv/{unique()}", headers={"If-None-Match": "*"})
+    assert r.status_code == 400 and r.json()["error"] == "bad_precondition"
+
+
+@pytest.mark.parametrize("if_match", ['"1"', "*"])
+def test_if_match_and_if_none_match_together_never_hold(client, if_match):
+    """RFC 9110 13.2.2: If-None-Match: * is evaluated when If-Match held, i.e. the key exists."""
+    key = unique()
+    both = {"If-None-Match": "*", "If-Match": if_match}
+    r = client.put(f"/api/kv/{key}", {"value": 1}, content_type="application/json", headers=both)
+    assert r.status_code == 412 and r.json()["error"] == "precondition_failed"
+    r = client.put(f"/api/kv/{key}", {"value": 1}, content_type="application/json")
+    assert r.status_code == 201
+    etag = r["ETag"]
+    r = client.put(f"/api/kv/{key}", {"value": 2}, content_type="application/json",
+                   headers={"If-None-Match": "*", "If-Match": etag if if_match != "*" else "*"})
+    assert r.status_code == 412
+    assert client.get(f"/api/kv/{key}").json()["value"] == 1
 
 
 @pytest.mark.parametrize("auth", [None, "Bearer", "Bearer ", "Basic dXNlcjpwYXNz",
