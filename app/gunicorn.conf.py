@@ -24,6 +24,12 @@ backlog = int(os.environ.get("KV_BACKLOG", "2048"))
 preload_app = False  # each worker opens its own database connections and threads
 forwarded_allow_ips = os.environ.get("KV_FORWARDED_ALLOW_IPS", "127.0.0.1")
 proc_name = f"kv-{_port}"
+# nginx enforces the request line and header limits (large_client_header_buffers) and answers
+# them with JSON; gunicorn's own limits are lifted so that its HTML error pages (414, 431) can
+# never reach a client through the balancer. A request line too long for nginx never gets here.
+limit_request_line = 0  # unlimited
+limit_request_field_size = 0  # unlimited
+limit_request_fields = 32768  # gunicorn's maximum; nginx's header buffers hold far fewer
 os.environ.setdefault("KV_INSTANCE", f"{os.uname().nodename}:{_port}")
 
 # The app logs each request once as ECS JSON on stdout; gunicorn's access log is off and its

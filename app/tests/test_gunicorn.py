@@ -161,6 +161,26 @@ def test_invalid_utf8_path_is_400(server, path):
     assert json.loads(body)["error"] == "bad_key"
 
 
+def test_long_request_lines_and_headers_get_json_from_the_app(server):
+    """What nginx lets through (request line and each header up to 8 KiB, many headers), the
+    app answers as JSON: gunicorn's own limits would answer with HTML pages (414, 431)."""
+    token = TOKENS["rw"][1].encode()
+    cases = [
+        (b"/api/kv/" + b"k" * 8000, b"", 400, "bad_key"),
+        (b"/api/kv/x?pad=" + b"p" * 8000, b"", 404, "not_found"),
+        (b"/api/kv/x", b"X-Pad: " + b"h" * 8100 + b"\r\n", 404, "not_found"),
+        (b"/api/kv/x", b"".join(b"X-P%d: 1\r\n" % i for i in range(300)), 404, "not_found"),
+    ]
+    for path, extra, status, code in cases:
+        resp = raw_request(server["port"], b"GET " + path + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                           b"Authorization: Bearer " + token + b"\r\n" + extra +
+                           b"Connection: close\r\n\r\n")
+        head, _, body = resp.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 %d" % status), resp[:300]
+        assert b"application/json" in head.lower(), head
+        assert json.loads(body)["error"] == code
+
+
 def test_garbage_requests_never_500(server):
     token = TOKENS["rw"][1].encode()
     bodies = [b"\x00\x01\x02", b'{"value": ' + b"[" * 20000 + b"]" * 20000 + b"}",

@@ -267,6 +267,88 @@ def test_internal_endpoints_not_public(base, session):
         assert "python_info" not in r.text and "Active connections" not in r.text
 
 
+def assert_json_error(r, code):
+    """nginx's own errors look like the app's: JSON {"error", "detail"} with the usual headers."""
+    assert r.headers["Content-Type"] == "application/json", (r.status_code, r.headers, r.text)
+    body = r.json()
+    assert set(body) == {"error", "detail"} and body["error"] == code, body
+    assert body["detail"]
+    assert "<html" not in r.text
+    assert len(r.headers.get("X-Request-ID", "")) >= 16
+    if r.url.startswith("https://"):
+        assert "Strict-Transport-Security" in r.headers
+
+
+def test_nginx_errors_are_json(base, session):
+    # 404 from nginx itself, whatever the extension says
+    for path in ("/metrics", "/nginx_status", "/metrics/page.html"):
+        r = session.get(base + path, timeout=10)
+        assert r.status_code == 404, path
+        assert_json_error(r, "not_found")
+    # 405: nginx refuses TRACE itself; Allow lists what the app serves on that path
+    for path, allow in (
+        ("/api/kv/some-key", "GET, PUT, DELETE, HEAD, OPTIONS"),
+        ("/api/kv/", "GET, POST, HEAD, OPTIONS"),
+        ("/healthz", "GET, HEAD, OPTIONS"),
+    ):
+        r = session.request("TRACE", base + path, headers=auth(), timeout=10)
+        assert r.status_code == 405, (path, r.status_code, r.text)
+        assert_json_error(r, "method_not_allowed")
+        assert r.headers["Allow"] == allow
+    # the app's own 405 keeps its Allow and its JSON
+    r = session.request("PATCH", f"{base}/api/kv/some-key", headers=auth(), timeout=10)
+    assert r.status_code == 405 and r.headers["Allow"] == "GET, PUT, DELETE, HEAD, OPTIONS"
+    assert r.json()["error"] == "method_not_allowed"
+    # 414 and a header block too large (400)
+    r = session.get(f"{base}/api/kv/{'k' * 9000}", headers=auth(), timeout=10)
+    assert r.status_code == 414
+    assert_json_error(r, "uri_too_long")
+    # below nginx's limit, above gunicorn's defaults: the app answers (JSON), never gunicorn
+    r = session.get(f"{base}/api/kv/{'k' * 5000}", headers=auth(), timeout=10)
+    assert r.status_code == 400 and r.json()["error"] == "bad_key", r.text
+    r = session.get(f"{base}/healthz", headers={"X-Big": "b" * 9000}, timeout=10)
+    assert r.status_code == 400
+    assert_json_error(r, "bad_request")
+    # plain HTTP to the TLS port
+    r = new_session().get(f"http://{address(LB)}:443/healthz", timeout=10)
+    assert r.status_code == 400
+    assert r.headers["Content-Type"] == "application/json"
+    assert r.json()["error"] == "bad_request"
+
+
+def test_every_instance_down_gets_json_502(base, session):
+    apps = [get_host(h) for h in APPS]
+    units = " ".join(f"kv@{p}" for p in PORTS)
+    for app in apps:
+        assert app.run(f"systemctl stop {units}").rc == 0
+    try:
+        r = session.get(f"{base}/api/kv/molecule-key", headers=auth(), timeout=30)
+        assert r.status_code == 502, r.text
+        assert_json_error(r, "upstream_unavailable")
+        r = session.put(
+            f"{base}/api/kv/molecule-key", json={"value": 1}, headers=auth(), timeout=30
+        )
+        assert r.status_code == 502, r.text
+        assert_json_error(r, "upstream_unavailable")
+    finally:
+        for app in apps:
+            assert app.run(f"systemctl start {units}").rc == 0
+    for name in APPS:
+        for port in PORTS:
+            wait_until(
+                lambda name=name, port=port: (
+                    get_host(name).run(f"curl -sf http://{address(name)}:{port}/healthz").rc == 0
+                ),
+                f"kv@{port} on {name} back",
+            )
+    wait_until(
+        lambda: len(spread(base, session, 16)) == len(APPS) * len(PORTS),
+        "every instance back in the balancer",
+        timeout=60,
+        every=2,
+    )
+
+
 def spread(base, session, n=40):
     seen = {}
     for _ in range(n):
@@ -293,7 +375,7 @@ def test_body_above_limit_gets_413(base, session):
         headers={**auth(), "Content-Type": "application/json"},
     )
     assert r.status_code == 413
-    assert r.json()["error"]
+    assert_json_error(r, "value_too_large")
 
 
 def test_burst_gets_429(base):
@@ -302,16 +384,16 @@ def test_burst_gets_429(base):
     def one(_):
         if not hasattr(local, "session"):
             local.session = new_session()  # keepalive: the burst is not slowed by handshakes
-        r = local.session.get(f"{base}/healthz", timeout=15)
-        return r.status_code, r.text
+        return local.session.get(f"{base}/healthz", timeout=15)
 
     with concurrent.futures.ThreadPoolExecutor(16) as pool:
         results = list(pool.map(one, range(300)))
-    codes = [c for c, _ in results]
+    codes = [r.status_code for r in results]
     print("burst statuses:", {c: codes.count(c) for c in set(codes)})
     assert 429 in codes and 200 in codes
-    body = next(t for c, t in results if c == 429)
-    assert json.loads(body)["error"] == "rate_limited"
+    limited = next(r for r in results if r.status_code == 429)
+    assert_json_error(limited, "rate_limited")
+    assert limited.headers["Retry-After"] == "1"
     assert set(codes) <= {200, 429}
     time.sleep(2)  # let the bucket refill
 
