@@ -97,5 +97,17 @@ def page_not_found(request, exception=None):
     return json_error(404, "not_found", "no such resource")
 
 
+def csrf_failure(request, reason=""):
+    """settings.CSRF_FAILURE_VIEW: Django's CSRF refusal as JSON (the API itself uses no cookies;
+    only plain Django views such as /metrics are checked)."""
+    return json_error(403, "forbidden", "the request was refused (CSRF check)")
+
+
+def method_not_allowed(allowed: tuple[str, ...]) -> JsonResponse:
+    resp = json_error(405, "method_not_allowed", "this method is not allowed here")
+    resp["Allow"] = ", ".join(allowed)
+    return resp
+
+
 def server_error(request):
     return json_error(500, "internal_error", "a bug: the error was logged")

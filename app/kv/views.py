@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import json
 
 from django.conf import settings
 from django.http import HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework.views import APIView
 
@@ -22,6 +24,7 @@ from .consistency import (
     parse_write_level,
     validate_key,
 )
+from .errors import method_not_allowed
 from .nodes import CLUSTER
 from .parsers import ValueTooLarge
 from .quorum import (
@@ -231,11 +234,34 @@ class ClusterView(APIView):
         return _json(body)
 
 
+_SAFE = ("GET", "HEAD", "OPTIONS")
+
+
+def _safe_methods(view):
+    """GET and HEAD answer, OPTIONS lists them, anything else is a JSON 405 with Allow (before
+    Django's CSRF check, which would answer an HTML 403)."""
+
+    @csrf_exempt
+    @functools.wraps(view)
+    def wrapper(request, *args, **kwargs):
+        if request.method not in _SAFE:
+            return method_not_allowed(_SAFE)
+        if request.method == "OPTIONS":
+            resp = HttpResponse(status=200)
+            resp["Allow"] = ", ".join(_SAFE)
+            return resp
+        return view(request, *args, **kwargs)
+
+    return wrapper
+
+
+@_safe_methods
 def healthz(request):
     """The process is up (no database contact)."""
     return JsonResponse({"status": "ok", "instance": settings.KV["INSTANCE"]})
 
 
+@_safe_methods
 def readyz(request):
     """A write quorum and a read quorum are reachable."""
     state = CLUSTER.state()

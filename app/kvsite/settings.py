@@ -148,6 +148,7 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "no-referrer"
 SESSION_COOKIE_SECURE = True
 CSRF_COOKIE_SECURE = True
+CSRF_FAILURE_VIEW = "kv.errors.csrf_failure"  # JSON, like every other error
 X_FRAME_OPTIONS = "DENY"
 USE_X_FORWARDED_HOST = False
 

@@ -340,3 +340,24 @@ def test_garbage_cursors_never_5xx(garbage, level):
     assert r.status_code == 400, (garbage, r.status_code, r.content)
     assert r.json()["error"] == "bad_cursor"
     assert not _failed_nodes()
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz"])
+@pytest.mark.parametrize("method", ["post", "put", "delete", "patch"])
+def test_health_endpoints_refuse_other_methods_in_json(path, method):
+    from django.test import Client
+
+    c = Client(enforce_csrf_checks=True)  # as a real client: Django's CSRF check is on
+    r = getattr(c, method)(path)
+    assert r.status_code == 405, r.content
+    assert r["Content-Type"] == "application/json" and r["Allow"] == "GET, HEAD, OPTIONS"
+    assert r.json()["error"] == "method_not_allowed"
+    assert c.options(path).status_code == 200
+
+
+def test_csrf_refusal_is_json():
+    from django.test import Client
+
+    r = Client(enforce_csrf_checks=True).post("/metrics")
+    assert r.status_code == 403 and r["Content-Type"] == "application/json", r.content
+    assert r.json()["error"] == "forbidden"
