@@ -376,6 +376,16 @@ def test_body_above_limit_gets_413(base, session):
     )
     assert r.status_code == 413
     assert_json_error(r, "value_too_large")
+    # chunked (no Content-Length): nginx finds out while reading the body, in @kv_write
+    body = json.dumps({"value": big}).encode()
+    r = session.put(
+        f"{base}/api/kv/too-big",
+        data=(body[i : i + 16384] for i in range(0, len(body), 16384)),
+        timeout=15,
+        headers={**auth(), "Content-Type": "application/json"},
+    )
+    assert r.status_code == 413
+    assert_json_error(r, "value_too_large")
 
 
 def test_burst_gets_429(base):
