@@ -2,7 +2,7 @@
 
 A history is a list of operations, one JSON object each:
 
-    {"id": 17, "process": 3, "op": "write" | "read", "key": "k1",
+    {"id": 17, "process": 3, "op": "write" | "read" | "delete", "key": "k1",
      "value": <the value written, or the value a read returned (null when not found)>,
      "found": true,               # reads only: false for a 404
      "level": "quorum" | "one" | "primary" | "token",
@@ -10,6 +10,7 @@ A history is a list of operations, one JSON object each:
      "outcome": "ok" | "failed" | "indeterminate",
      "version": 1099511627781,    # returned by an ok write, a 503 committed_locally, or a read
      "token_of": 12,              # token reads: id of the write whose X-KV-Token was sent
+     "max_lag": 1.0,              # r=one reads that sent max_lag (seconds)
      "final": false}              # the r=primary reads made after every fault was healed
 
 Writes carry unique values, so a read's value names the write it observed. Versions are per-key
@@ -41,10 +42,24 @@ What is checked (each finding is a violation with a ``kind``):
 - ``write_order``: an acknowledged write that ended before another began has a lower version;
   two writes never share a version.
 - ``no_final_read``: a key with acknowledged quorum writes has no ok final read.
+- ``deleted_key_read``: a delete D acknowledged at ``w=quorum`` (any level with
+  ``primary_stable``) hides every write acknowledged before D began: an r=quorum / r=primary
+  read that starts after D was acknowledged and returns such a write's value brought a deleted
+  key back. Deletes carry no version (the API answers 204), so they are ordered by real time
+  only: a not-found read is explained by any delete that did not certainly fail, began before
+  the read ended and was not acknowledged before the newest write the read had to see began
+  (this applies to ``stale_read``, token reads and ``lost_write`` alike).
+- ``lagging_read`` (only with ``primary_stable``): an ok r=one read that sent ``max_lag`` L
+  returns a version >= every write acknowledged before ``start - L - lag_slack``. ``lag_slack``
+  (``check``'s argument, default ``LAG_SLACK``) allows for how the app measures lag: each worker
+  reuses its probe of the nodes for ``KV_NODE_CACHE_TTL`` (1 s) and the measurement itself
+  trails by up to about a second.
 - ``not_linearizable`` (only with ``primary_stable``): r=primary reads and the writes, ordered by
   version, admit linearization points (the Gibbons-Korach condition for registers whose write
   order is known: no operation of a later version ends before an operation of an earlier
-  version starts). r=quorum reads are not linearizable by design and take no part in it.
+  version starts). r=quorum reads are not linearizable by design and take no part in it;
+  on a key with deletes, not-found reads take no part either (a delete has no version to place
+  them by).
 """
 
 from __future__ import annotations
@@ -59,6 +74,9 @@ from typing import Any
 INF = math.inf
 READ_LEVELS_FRESH = ("quorum", "primary")
 MAX_VIOLATIONS_PER_KIND = 20
+# seconds an r=one read's data may trail its max_lag: KV_NODE_CACHE_TTL (1 s, the age of the
+# probe that measured the lag) + 1 s for the measurement itself
+LAG_SLACK = 2.0
 
 
 @dataclass
@@ -75,6 +93,7 @@ class Op:
     found: bool = True
     version: int | None = None
     token_of: int | None = None
+    max_lag: float | None = None
     final: bool = False
     status: int | None = None
     error: str | None = None
@@ -89,6 +108,7 @@ class Op:
             outcome=d["outcome"], value=d.get("value"), found=bool(d.get("found", True)),
             version=None if version in (None, "") else int(version),
             token_of=None if d.get("token_of") is None else int(d["token_of"]),
+            max_lag=None if d.get("max_lag") is None else float(d["max_lag"]),
             final=bool(d.get("final", False)), status=d.get("status"), error=d.get("error"),
         )
 
@@ -151,13 +171,15 @@ def count_outcomes(ops: list[Op]) -> dict:
     return dict(sorted(c.items()))
 
 
-def check(history: list[dict] | list[Op], *, primary_stable: bool = False) -> Result:
+def check(history: list[dict] | list[Op], *, primary_stable: bool = False,
+          lag_slack: float = LAG_SLACK) -> Result:
     """Check a whole history; ``primary_stable``: no failover happened during the run."""
     ops = [o if isinstance(o, Op) else Op.from_dict(o) for o in history]
     res = Result(counts=count_outcomes(ops))
-    res.checked = ["lost_write", "stale_read", "token_read", "read_validity", "write_order"]
+    res.checked = ["lost_write", "stale_read", "token_read", "read_validity", "write_order",
+                   "deleted_key_read"]
     if primary_stable:
-        res.checked.append("linearizable_primary")
+        res.checked += ["linearizable_primary", "lagging_read"]
     by_id = {o.id: o for o in ops}
     if len(by_id) != len(ops):
         raise ValueError("operation ids are not unique")
@@ -165,7 +187,7 @@ def check(history: list[dict] | list[Op], *, primary_stable: bool = False) -> Re
     for o in ops:
         by_key[o.key].append(o)
     for key, kops in sorted(by_key.items()):
-        _check_key(key, kops, by_id, res, primary_stable)
+        _check_key(key, kops, by_id, res, primary_stable, lag_slack)
     return res
 
 
@@ -175,9 +197,22 @@ def _binding(w: Op, primary_stable: bool) -> bool:
         w.level == "quorum" or primary_stable)
 
 
+def _deleted_after(deletes: list[Op], w: Op, before: float) -> Op | None:
+    """A delete that may have taken effect after write ``w`` and before ``before``: it did not
+    certainly fail, began before ``before`` and was not acknowledged before ``w`` began."""
+    for d in deletes:
+        if d.outcome == "failed" or d.start >= before:
+            continue
+        if d.outcome == "ok" and d.end is not None and d.end < w.start:
+            continue
+        return d
+    return None
+
+
 def _check_key(key: str, kops: list[Op], by_id: dict[int, Op], res: Result,
-               primary_stable: bool) -> None:
+               primary_stable: bool, lag_slack: float = LAG_SLACK) -> None:
     writes = [o for o in kops if o.op == "write"]
+    deletes = [o for o in kops if o.op == "delete"]
     reads = [o for o in kops if o.op == "read" and o.outcome == "ok"]
 
     writes_by_value: dict[str, Op] = {}
@@ -266,6 +301,8 @@ def _check_key(key: str, kops: list[Op], by_id: dict[int, Op], res: Result,
         b = bound_before(r.start, ends_, max_)
         got = _read_version(r, writes_by_value, effective)
         if b is not None and (got is None or got < b[0]):
+            if not r.found and _deleted_after(deletes, b[1], r.end_or_inf):
+                continue
             what = "final read" if r.final else f"r={r.level} read"
             res.add("stale_read", key, f"a {what} returned version {got} although version "
                     f"{b[0]} was acknowledged before it started", r, b[1])
@@ -279,6 +316,8 @@ def _check_key(key: str, kops: list[Op], by_id: dict[int, Op], res: Result,
             continue
         got = _read_version(r, writes_by_value, effective)
         if got is None or got < w.version:  # type: ignore[operator]
+            if not r.found and _deleted_after(deletes, w, r.end_or_inf):
+                continue
             res.add("token_read_missed_write", key, f"a read with the token of version "
                     f"{w.version} returned version {got}", r, w)
 
@@ -293,12 +332,44 @@ def _check_key(key: str, kops: list[Op], by_id: dict[int, Op], res: Result,
         got = _read_version(last, writes_by_value, effective) or 0
         for w in must:
             if w.version > got:  # type: ignore[operator]
+                if not last.found and _deleted_after(deletes, w, last.end_or_inf):
+                    continue
                 res.add("lost_write", key, f"acknowledged w={w.level} write of version "
                         f"{w.version} is missing: the final read returned version {got}",
                         w, last)
 
+    # -- a key deleted by an acknowledged delete does not come back
+    for d in deletes:
+        if d.outcome != "ok" or d.end is None or not (d.level == "quorum" or primary_stable):
+            continue
+        for r in reads:
+            if not r.found or r.level not in READ_LEVELS_FRESH or r.start <= d.end:
+                continue
+            w = writes_by_value.get(_vkey(r.value))
+            if w is not None and w.outcome == "ok" and w.end is not None and w.end < d.start:
+                what = "final read" if r.final else f"r={r.level} read"
+                res.add("deleted_key_read", key, f"a {what} returned a value written before "
+                        "an acknowledged delete of the key", r, d, w)
+
+    # -- r=one reads with max_lag: no older than max_lag (+ slack) before they started
+    if primary_stable:
+        for r in reads:
+            if r.level != "one" or r.max_lag is None:
+                continue
+            b = bound_before(r.start - r.max_lag - lag_slack, a_ends, a_max)
+            got = _read_version(r, writes_by_value, effective)
+            if b is None or (got is not None and got >= b[0]):
+                continue
+            if not r.found and _deleted_after(deletes, b[1], r.end_or_inf):
+                continue
+            res.add("lagging_read", key, f"an r=one read with max_lag={r.max_lag:g} returned "
+                    f"version {got} although version {b[0]} was acknowledged more than "
+                    f"{r.max_lag + lag_slack:g}s before it started", r, b[1])
+
     # -- linearizability of r=primary reads with every write (no failover only)
     if primary_stable:
+        if deletes:  # a not-found read cannot be placed without the delete's version
+            reads = [r for r in reads if r.found]
         _check_linearizable(key, writes, reads, writes_by_value, effective, observed, res)
 
 

@@ -8,10 +8,14 @@ timeout; traffic goes only to the lab's containers. Every fault heals in a ``fin
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import datetime
 import itertools
 import json
+import math
 import os
 import random
+import shlex
 import subprocess
 import threading
 import time
@@ -34,6 +38,24 @@ VAULT = INVENTORY / "group_vars" / "all" / "vault.yml"
 VAULT_PASSWORD = INVENTORY / "vault-password.txt"
 RESULTS = Path(os.environ.get("KV_CHAOS_RESULTS", ROOT / ".cache" / "chaos"))
 PY_BIN = Path(os.environ.get("VIRTUAL_ENV", ROOT / ".venv")) / "bin"
+# The app's documented margin over KV_WRITE_TIMEOUT / KV_READ_TIMEOUT (app/README.md): no request
+# may outlive its deadline by more than this.
+DEADLINE_MARGIN = 1.0
+# Reads that do not need the faulty node keep their p99 within 2x the baseline's, or within the
+# baseline + this floor when that is more (a 3 ms baseline must not make a flaky 6 ms bound).
+LATENCY_FLOOR = 0.1
+READ_LEVELS = ("quorum", "primary", "one", "token")
+# Readers of their own for the reads that do not need the faulty node: the workload's clients
+# block on writes while a node is frozen, so they would hardly sample those reads. Reads per
+# second in all (the clients' 150 + these + the purge fault's 20 stay under nginx's 200).
+INDEPENDENT_READERS = 2
+INDEPENDENT_RATE = 16.0
+# Seconds a tombstone must be older than for kv_purge_tombstones (the command's minimum, 60).
+PURGE_HORIZON = int(os.environ.get("KV_CHAOS_PURGE_HORIZON", "").strip() or 60)
+# The purge as app1 runs it (the role's wrapper: the current release, the service's user and
+# environment); another release's command can be put here to see the fault catch it.
+PURGE_COMMAND = shlex.split(os.environ.get("KV_CHAOS_PURGE_COMMAND", "").strip()
+                            or "/usr/local/sbin/kv-manage kv_purge_tombstones")
 
 
 def env_float(name: str, default: float) -> float:
@@ -122,15 +144,22 @@ class Lab:
             return f"/api/cluster answered {r.status_code}: {r.text[:200]}"
         return None
 
-    def write_timeout(self) -> float:
-        """KV_WRITE_TIMEOUT as deployed on app1 (the app's default otherwise)."""
-        p = dexec("app1", "sh", "-c", "grep -h '^KV_WRITE_TIMEOUT=' /etc/kv/env || true",
+    def app_env(self, name: str, default: float) -> float:
+        """A number from /etc/kv/env as deployed on app1 (the app's default otherwise)."""
+        p = dexec("app1", "sh", "-c", f"grep -h '^{name}=' /etc/kv/env || true",
                   timeout=20, check=False)
         raw = p.stdout.strip().partition("=")[2].strip().strip("'\"")
         try:
-            return float(raw) if raw else 5.0
+            return float(raw) if raw else default
         except ValueError:
-            return 5.0
+            return default
+
+    def write_timeout(self) -> float:
+        """KV_WRITE_TIMEOUT as deployed on app1 (the app's default otherwise)."""
+        return self.app_env("KV_WRITE_TIMEOUT", 5.0)
+
+    def app_hosts(self) -> list[str]:
+        return sorted(h for h in self.addresses if h.startswith("app"))
 
     def session(self, token: str | None = None) -> requests.Session:
         s = requests.Session()
@@ -229,6 +258,9 @@ class Workload:
         ("quorum", 0.35), ("primary", 0.3), ("one", 0.15), ("token", 0.2))
     max_ops: int = 20000  # per client
     write_timeout: float = 5.0  # the app's KV_WRITE_TIMEOUT
+    read_timeout: float = 2.0  # the app's KV_READ_TIMEOUT
+    node_cache_ttl: float = 1.0  # the app's KV_NODE_CACHE_TTL (how old a measured lag may be)
+    one_max_lag: float | None = None  # r=one reads send this max_lag (and the checker bounds them)
 
 
 def _pick(rnd: random.Random, choices: tuple[tuple[str, float], ...]) -> str:
@@ -247,6 +279,8 @@ class Recorder:
     wl: Workload
     history: list[dict] = field(default_factory=list)
     marks: dict[str, float] = field(default_factory=dict)
+    walls: dict[str, float] = field(default_factory=dict)  # the marks in time.time()
+    extra_keys: list[str] = field(default_factory=list)  # keys a fault wrote (final reads too)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
 
@@ -255,6 +289,7 @@ class Recorder:
 
     def mark(self, name: str) -> None:
         self.marks[name] = time.monotonic()
+        self.walls[name] = time.time()
 
     def record(self, op: dict) -> dict:
         with self._lock:
@@ -263,12 +298,21 @@ class Recorder:
         return op
 
     # one request, classified
-    def write(self, s: requests.Session, process: int, key: str, value: str, level: str) -> dict:
-        op = {"process": process, "op": "write", "key": key, "value": value, "level": level}
+    def write(self, s: requests.Session, process: int, key: str, value: str | None,
+              level: str) -> dict:
+        """A PUT of ``value``; ``value`` None: a DELETE (204, or 404 when already absent)."""
+        kind = "write" if value is not None else "delete"
+        op = {"process": process, "op": kind, "key": key, "value": value, "level": level}
+        if kind == "delete":
+            del op["value"]
         op["start"] = time.monotonic()
         try:
-            r = s.put(f"{self.lab.base}/api/kv/{key}", params={"w": level},
-                      json={"value": value}, timeout=(2, self.wl.write_timeout + 10))
+            url = f"{self.lab.base}/api/kv/{key}"
+            timeout = (2, self.wl.write_timeout + 10)
+            if kind == "delete":
+                r = s.delete(url, params={"w": level}, timeout=timeout)
+            else:
+                r = s.put(url, params={"w": level}, json={"value": value}, timeout=timeout)
         except (requests.ConnectionError, requests.Timeout) as exc:
             op["end"] = None
             refused = isinstance(exc, requests.ConnectTimeout) or "refused" in str(exc)
@@ -281,7 +325,10 @@ class Recorder:
         op["status"] = r.status_code
         op["instance"] = r.headers.get("X-KV-Instance")
         body = _json(r)
-        if r.status_code in (200, 201):
+        if kind == "delete" and r.status_code in (204, 404):
+            op["outcome"] = "ok"
+            op["found"] = r.status_code == 204
+        elif r.status_code in (200, 201):
             op["outcome"] = "ok"
             op["version"] = int(body["version"])
             op["token"] = r.headers.get("X-KV-Token")
@@ -305,7 +352,10 @@ class Recorder:
         op: dict = {"process": process, "op": "read", "key": key, "level": level,
                     "final": final}
         headers = {}
-        params = {"r": level}
+        params: dict = {"r": level}
+        if level == "one" and self.wl.one_max_lag is not None:
+            params["max_lag"] = f"{self.wl.one_max_lag:g}"
+            op["max_lag"] = self.wl.one_max_lag
         if level == "token":
             params = {}
             if token_op is not None and token_op.get("token"):
@@ -317,6 +367,7 @@ class Recorder:
                       timeout=(2, 10))
         except (requests.ConnectionError, requests.Timeout) as exc:
             op.update(end=time.monotonic(), outcome="failed", error=type(exc).__name__)
+            op["elapsed"] = op["end"] - op["start"]
             return self.record(op)
         op["end"] = time.monotonic()
         op["elapsed"] = op["end"] - op["start"]
@@ -361,11 +412,33 @@ class Recorder:
         finally:
             s.close()
 
+    def reader(self, process: int, levels: tuple[str, ...], interval: float, deadline: float,
+               stop: threading.Event) -> None:
+        """Reads only, at ``levels`` (token reads need a client's write: left out), on the
+        workload's keys, one every ``interval`` seconds."""
+        rnd = random.Random(f"{self.prefix}-reader-{process}")
+        levels = tuple(lv for lv in levels if lv != "token")
+        if not levels:
+            return
+        s = self.lab.session()
+        keys = self.keys()
+        try:
+            for _ in range(self.wl.max_ops):
+                if stop.is_set() or time.monotonic() >= deadline:
+                    return
+                t0 = time.monotonic()
+                self.read(s, process, rnd.choice(keys), rnd.choice(levels))
+                spare = interval - (time.monotonic() - t0)
+                if spare > 0:
+                    stop.wait(spare)
+        finally:
+            s.close()
+
     def final_reads(self, timeout: float = 90) -> None:
         """One ok r=primary read per key, retried (bounded) until the service answers."""
         s = self.lab.session()
         deadline = time.monotonic() + timeout
-        for key in self.keys():
+        for key in self.keys() + self.extra_keys:
             while True:
                 op = self.read(s, 999, key, "primary", final=True)
                 if op["outcome"] == "ok":
@@ -401,6 +474,17 @@ class Fault:
     heal_timeout: float = 180
     # after the history is checked, outside it: put the lab back as the inventory describes it
     restore: Callable[[Lab, dict], None] | None = None
+    # read levels that can be answered without the faulty node: their p99 while the fault is
+    # held is compared with the same run's before it (tests/stack/README.md)
+    independent_reads: tuple[str, ...] = ()
+    # the test asserts the deadline and worker-timeout targets (not only the checker) ...
+    targets: bool = False
+    # ... and that the independent reads keep their p99 (faults that freeze a node)
+    latency_target: bool = False
+    # hold at least this long (seconds; from the workload, e.g. past KV_WRITE_TIMEOUT)
+    min_hold: Callable[[Workload], float] | None = None
+    min_warmup: float = 2.0  # the baseline is measured in the warm-up, after its first second
+    one_max_lag: float | None = None  # r=one reads send max_lag during this fault's run
 
 
 def _stop_pg(host: str) -> None:
@@ -421,7 +505,7 @@ def one_standby_stopped() -> Fault:
             _start_pg(ctx["victim"])
         lab.wait_healthy(why="after restarting a standby")
 
-    return Fault("one_standby_stopped", inject, heal)
+    return Fault("one_standby_stopped", inject, heal, independent_reads=READ_LEVELS)
 
 
 def both_standbys_stopped() -> Fault:
@@ -436,7 +520,8 @@ def both_standbys_stopped() -> Fault:
             _start_pg(host)
         lab.wait_healthy(why="after restarting both standbys")
 
-    return Fault("both_standbys_stopped", inject, heal, probe=probe_workers_free)
+    return Fault("both_standbys_stopped", inject, heal, probe=probe_workers_free,
+                 independent_reads=("primary",))
 
 
 def probe_workers_free(lab: Lab, ctx: dict, until: float) -> dict:
@@ -490,7 +575,7 @@ def standby_network_cut() -> Fault:
             dexec(ctx["victim"], "tc", "qdisc", "del", "dev", "eth0", "root", check=False)
         lab.wait_healthy(why="after restoring a standby's network")
 
-    return Fault("standby_network_cut", inject, heal)
+    return Fault("standby_network_cut", inject, heal, independent_reads=READ_LEVELS)
 
 
 def app_instance_killed() -> Fault:
@@ -503,7 +588,7 @@ def app_instance_killed() -> Fault:
         dexec("app1", "systemctl", "start", "kv@8001", check=False)
         lab.wait_instances("app1")
 
-    return Fault("app_instance_killed", inject, heal)
+    return Fault("app_instance_killed", inject, heal, independent_reads=READ_LEVELS)
 
 
 def app_host_stopped() -> Fault:
@@ -516,7 +601,7 @@ def app_host_stopped() -> Fault:
             run(["docker", "start", "kvlab-app2"], timeout=60)
         lab.wait_instances("app2", timeout=120)
 
-    return Fault("app_host_stopped", inject, heal)
+    return Fault("app_host_stopped", inject, heal, independent_reads=READ_LEVELS)
 
 
 def primary_killed_failover() -> Fault:
@@ -563,40 +648,417 @@ def primary_killed_failover() -> Fault:
                  heal_timeout=1200, restore=restore)
 
 
+# Freezing: SIGSTOP to every process of the PostgreSQL unit (systemd sends it to the whole
+# cgroup, the postmaster and every backend, walsender and walreceiver included). It models a
+# server that hangs (a stalled disk, a process stuck in the kernel) on a host that is otherwise
+# alive: the kernel still completes TCP handshakes into the listen backlog and acknowledges
+# data on open connections, the server never answers. `docker pause` freezes the same way
+# (cgroup freezer) but takes the whole host with it, its systemd and docker exec included, so
+# healing would depend on the harness reaching `docker unpause`; with SIGSTOP the container
+# stays manageable and a transient systemd timer inside it thaws the server on its own if the
+# harness dies before its `finally`.
+PG_UNIT = "postgresql@15-main"
+
+
+def _backstop(host: str, seconds: float, *cmd: str) -> str:
+    """A transient timer in ``host`` that runs ``cmd`` after ``seconds`` (a thaw that happens
+    even if this process is killed); returns its unit name for :func:`_cancel_backstop`."""
+    unit = f"kvchaos-thaw-{uuid.uuid4().hex[:8]}"
+    dexec(host, "systemd-run", "--quiet", f"--unit={unit}", f"--on-active={int(seconds)}s",
+          "--timer-property=AccuracySec=1s", *cmd, timeout=20)
+    return unit
+
+
+def _cancel_backstop(host: str, unit: str | None) -> None:
+    if unit:
+        dexec(host, "systemctl", "stop", f"{unit}.timer", timeout=20, check=False)
+
+
+def _freeze_pg(host: str, ctx: dict, hold: float) -> None:
+    ctx["backstop"] = _backstop(host, hold + 120, "/bin/systemctl", "kill", "-s", "SIGCONT",
+                                PG_UNIT)
+    ctx["frozen"] = host
+    dexec(host, "systemctl", "kill", "-s", "SIGSTOP", PG_UNIT, timeout=20)
+
+
+def _thaw_pg(host: str, ctx: dict) -> None:
+    # twice: a process forked while the first SIGSTOP went round the cgroup gets its CONT too
+    for _ in range(2):
+        dexec(host, "systemctl", "kill", "-s", "SIGCONT", PG_UNIT, timeout=20)
+    _cancel_backstop(host, ctx.get("backstop"))
+
+
+def _hold(ctx: dict, seconds: float) -> float:
+    return max(seconds, ctx.get("hold", seconds))
+
+
+def primary_frozen() -> Fault:
+    """Every PostgreSQL process of the primary stopped for longer than KV_WRITE_TIMEOUT, then
+    continued. Quorum reads can be answered by the two standbys (R = 2)."""
+
+    def inject(lab: Lab, ctx: dict) -> None:
+        ctx["victim"] = lab.primary()
+        _freeze_pg(ctx["victim"], ctx, _hold(ctx, 60))
+
+    def heal(lab: Lab, ctx: dict) -> None:
+        if ctx.get("frozen"):
+            _thaw_pg(ctx["frozen"], ctx)
+        lab.wait_healthy(why="after thawing the primary")
+
+    return Fault("primary_frozen", inject, heal, independent_reads=("quorum",), targets=True,
+                 latency_target=True, min_hold=lambda wl: wl.write_timeout + 3, min_warmup=4.0)
+
+
+def one_standby_frozen() -> Fault:
+    """Every PostgreSQL process of one standby stopped, then continued. Every read level can be
+    answered without it: the primary and the other standby make the quorums."""
+
+    def inject(lab: Lab, ctx: dict) -> None:
+        ctx["victim"] = lab.standbys()[0]
+        _freeze_pg(ctx["victim"], ctx, _hold(ctx, 60))
+
+    def heal(lab: Lab, ctx: dict) -> None:
+        if ctx.get("frozen"):
+            _thaw_pg(ctx["frozen"], ctx)
+        lab.wait_healthy(why="after thawing a standby")
+
+    return Fault("one_standby_frozen", inject, heal, independent_reads=READ_LEVELS,
+                 targets=True, latency_target=True, min_warmup=4.0)
+
+
+def _walreceiver_pid(host: str) -> int:
+    p = dexec(host, "ps", "-eo", "pid=,args=", timeout=20)
+    pids = [int(line.split(None, 1)[0]) for line in p.stdout.splitlines()
+            if "walreceiver" in line and "postgres" in line]
+    if len(pids) != 1:
+        raise RuntimeError(f"{host}: expected one walreceiver process, found {pids}:\n"
+                           f"{p.stdout}")
+    return pids[0]
+
+
+def standby_receiver_stopped() -> Fault:
+    """One standby's WAL receiver stopped (SIGSTOP) while the server stays up and answers: it
+    serves older and older data while it still looks streaming. r=one reads send max_lag=1 and
+    the checker bounds their staleness (lagging_read)."""
+
+    def inject(lab: Lab, ctx: dict) -> None:
+        victim = ctx["victim"] = lab.standbys()[0]
+        pid = _walreceiver_pid(victim)
+        ctx["backstop"] = _backstop(victim, _hold(ctx, 60) + 120, "/bin/kill", "-CONT",
+                                    str(pid))
+        ctx["walreceiver_pid"] = pid
+        dexec(victim, "kill", "-STOP", str(pid), timeout=20)
+
+    def heal(lab: Lab, ctx: dict) -> None:
+        if ctx.get("walreceiver_pid"):
+            dexec(ctx["victim"], "kill", "-CONT", str(ctx["walreceiver_pid"]), timeout=20,
+                  check=False)
+            _cancel_backstop(ctx["victim"], ctx.get("backstop"))
+        lab.wait_healthy(why="after continuing a standby's WAL receiver")
+
+    return Fault("standby_receiver_stopped", inject, heal, independent_reads=READ_LEVELS,
+                 targets=True, min_warmup=4.0, one_max_lag=1.0)
+
+
+def _psql(host: str, *sql: str, check: bool = True) -> str:
+    cmd = ["runuser", "-u", "postgres", "--", "psql", "-XAtq", "-d", "postgres"]
+    for statement in sql:
+        cmd += ["-c", statement]
+    return dexec(host, *cmd, timeout=20, check=check).stdout.strip()
+
+
+RESET_APPLY_DELAY = ("ALTER SYSTEM RESET recovery_min_apply_delay", "SELECT pg_reload_conf()")
+PURGE_KEYS = 6
+PURGE_GAP = 8.0  # seconds between the standby's stop and the deletes
+PURGE_READ_SECONDS = 5.0  # reads of the deleted keys once the standby may serve reads
+
+
+def standby_down_past_purge() -> Fault:
+    """A standby stopped while keys it holds are deleted; the tombstones are purged
+    (``kv_purge_tombstones`` on app1, the deletes older than its horizon) while it is down; it
+    comes back and those keys are read at r=quorum while it catches up. A deleted key that
+    answers 200 is a ``deleted_key_read``.
+
+    Catching up on a minute of this lab's WAL takes well under a second, so the window in which
+    the standby streams (and serves reads) without having replayed the deletes would mostly fall
+    between two reads. It is held open as a long backlog would: the deletes come ``PURGE_GAP``
+    seconds after the stop, and the standby restarts with ``recovery_min_apply_delay`` = D (set
+    with ALTER SYSTEM before the stop, so it holds from its start) exactly D + 1 s after its
+    stop: what it had before the stop is applied at once, what was committed after it is
+    applied as it was committed, D seconds later, so the deletes only about ``PURGE_GAP`` - 1 s
+    after it restarted. The delay is reset before the cluster must be healthy again."""
+
+    delay = int(PURGE_GAP + PURGE_HORIZON + 10)  # the restart comes after the purge
+
+    def inject(lab: Lab, ctx: dict) -> None:
+        rec: Recorder = ctx["recorder"]
+        victim = ctx["victim"] = lab.standbys()[0]
+        keys = [f"{rec.prefix}-gone{i}" for i in range(PURGE_KEYS)]
+        rec.extra_keys.extend(keys)
+        s = lab.session()
+        for k in keys:
+            op = rec.write(s, 997, k, f"{k}-live", "quorum")
+            if op["outcome"] != "ok":
+                raise RuntimeError(f"could not write {k} before the fault: {op.get('error')}")
+        lsn = _psql(lab.primary(), "SELECT pg_current_wal_lsn()")
+        deadline = time.monotonic() + 20
+        # the victim holds every live value
+        while _psql(victim, f"SELECT pg_last_wal_replay_lsn() >= '{lsn}'::pg_lsn",
+                    check=False) != "t":
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{victim} did not replay {lsn} within 20s")
+            time.sleep(0.2)
+        ctx["delay_set"] = True
+        ctx["backstop"] = _backstop(victim, delay + 240, "/usr/sbin/runuser", "-u", "postgres",
+                                    "--", "/usr/bin/psql", "-XAtq", "-d", "postgres",
+                                    "-c", RESET_APPLY_DELAY[0], "-c", RESET_APPLY_DELAY[1])
+        _psql(victim, f"ALTER SYSTEM SET recovery_min_apply_delay = '{delay}s'")
+        ctx["stopped"] = True
+        _stop_pg(victim)
+        ctx["stopped_at"] = time.monotonic()
+        time.sleep(PURGE_GAP)
+        for k in keys:
+            op = rec.write(s, 997, k, None, "quorum")
+            if op["outcome"] != "ok":
+                raise RuntimeError(f"could not delete {k} with {victim} down: {op.get('error')}")
+        ctx["deleted_at"] = time.monotonic()
+        s.close()
+
+    def probe(lab: Lab, ctx: dict, until: float) -> dict:
+        """Wait until the tombstones are older than the horizon, then purge them."""
+        time.sleep(max(0.0, ctx["deleted_at"] + PURGE_HORIZON + 1 - time.monotonic()))
+        p = dexec("app1", *PURGE_COMMAND, "--older-than", str(PURGE_HORIZON), timeout=120,
+                  check=False)
+        ctx["purge"] = f"exit {p.returncode}: {(p.stdout + p.stderr).strip()[-300:]}"
+        return {"purge": ctx["purge"]}
+
+    def heal(lab: Lab, ctx: dict) -> None:
+        rec: Recorder = ctx["recorder"]
+        victim = ctx.get("victim")
+        stop = threading.Event()
+        # read the deleted keys while the standby starts and catches up (about 20 reads/s)
+        reader = threading.Thread(target=_read_keys, daemon=True,
+                                  args=(rec, rec.extra_keys, stop, time.monotonic() + 240))
+        try:
+            if ctx.get("stopped"):
+                time.sleep(max(0.0, min(delay + 1.0,
+                                        ctx["stopped_at"] + delay + 1 - time.monotonic())))
+                reader.start()
+                _start_pg(victim)
+                ctx["eligible_after"] = round(_wait_eligible(lab, victim, 60), 2)
+                time.sleep(PURGE_READ_SECONDS)
+        finally:
+            if ctx.get("delay_set"):
+                _psql(victim, *RESET_APPLY_DELAY)
+                _cancel_backstop(victim, ctx.get("backstop"))
+            try:
+                lab.wait_healthy(why="after starting the standby that missed the purge")
+                if reader.is_alive():
+                    time.sleep(3)
+            finally:
+                stop.set()
+                if reader.is_alive():
+                    reader.join(timeout=20)
+
+    return Fault("standby_down_past_purge", inject, heal, probe=probe,
+                 independent_reads=READ_LEVELS, targets=True, min_warmup=4.0,
+                 min_hold=lambda wl: PURGE_GAP + PURGE_HORIZON + 2.0, heal_timeout=300)
+
+
+def _wait_eligible(lab: Lab, node: str, timeout: float) -> float:
+    """Seconds until /api/cluster says ``node`` may serve reads."""
+    t0 = time.monotonic()
+    last: object = None
+    while time.monotonic() - t0 < timeout:
+        with contextlib.suppress(requests.RequestException, ValueError):
+            last = lab.cluster()["nodes"].get(node)
+            if last and last.get("eligible"):
+                return time.monotonic() - t0
+        time.sleep(0.2)
+    raise TimeoutError(f"{node} is not eligible after {timeout:.0f}s: {last}")
+
+
+def _read_keys(rec: Recorder, keys: list[str], stop: threading.Event, deadline: float) -> None:
+    s = rec.lab.session()
+    try:
+        for n in range(100000):
+            if stop.is_set() or time.monotonic() > deadline:
+                return
+            rec.read(s, 996, keys[n % len(keys)], "quorum")
+            stop.wait(0.05)
+    finally:
+        s.close()
+
+
 FAULTS: dict[str, Callable[[], Fault]] = {
     f.__name__: f for f in (one_standby_stopped, both_standbys_stopped, standby_network_cut,
-                            app_instance_killed, app_host_stopped, primary_killed_failover)
+                            app_instance_killed, app_host_stopped, primary_frozen,
+                            one_standby_frozen, standby_receiver_stopped,
+                            standby_down_past_purge, primary_killed_failover)
 }
 # failover last: it changes which node is the primary
 ORDER = ["one_standby_stopped", "both_standbys_stopped", "standby_network_cut",
-         "app_instance_killed", "app_host_stopped", "primary_killed_failover"]
+         "app_instance_killed", "app_host_stopped", "primary_frozen", "one_standby_frozen",
+         "standby_receiver_stopped", "standby_down_past_purge", "primary_killed_failover"]
 
 
 # ------------------------------------------------------------------ one fault, end to end
 
 
-def unavailability(history: list[dict], since: float, until: float) -> float:
-    """Longest period in [since, until] with no quorum write completing successfully."""
-    ends = sorted(o["end"] for o in history if o["op"] == "write" and o["level"] == "quorum"
-                  and o["outcome"] == "ok" and o.get("end") and since <= o["end"] <= until)
+def longest_gap(history: list[dict], since: float, until: float,
+                select: Callable[[dict], bool]) -> float:
+    """Longest period in [since, until] in which no selected operation completed ok."""
+    ends = sorted(o["end"] for o in history if select(o) and o["outcome"] == "ok"
+                  and o.get("end") and since <= o["end"] <= until)
     points = [since, *ends, until]
     return round(max(b - a for a, b in itertools.pairwise(points)), 3)
+
+
+def unavailability(history: list[dict], since: float, until: float) -> float:
+    """Longest period in [since, until] with no quorum write completing successfully."""
+    return longest_gap(history, since, until,
+                       lambda o: o["op"] == "write" and o["level"] == "quorum")
+
+
+def elapsed(op: dict) -> float | None:
+    """How long a request took as the client saw it (a client-side timeout included)."""
+    if op.get("elapsed") is not None:
+        return float(op["elapsed"])
+    if op.get("end") is not None:
+        return float(op["end"]) - float(op["start"])
+    return None
+
+
+def p99(values: list[float]) -> float | None:
+    """The 99th percentile, nearest rank (the smallest value >= 99 % of the values)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(0.99 * len(ordered)) - 1)]
+
+
+def latency_bound(baseline: float, floor: float = LATENCY_FLOOR) -> float:
+    """The p99 allowed while a fault is held: 2x the baseline, at least baseline + floor."""
+    return max(2 * baseline, baseline + floor)
+
+
+def independent_latency(history: list[dict], levels: tuple[str, ...], marks: dict[str, float],
+                        floor: float = LATENCY_FLOOR) -> dict | None:
+    """p99 of the reads at ``levels`` (answered or not) that started during the warm-up after
+    its first second (``baseline``), and of those that started while the fault was held
+    (from ``injected`` to ``heal``); their bound, and the longest gap in the hold with no such
+    read answered ok."""
+    if not levels or "injected" not in marks or "heal" not in marks:
+        return None
+
+    def pick(since: float, until: float) -> list[float]:
+        out = []
+        for o in history:
+            if (o["op"] == "read" and not o.get("final") and o["level"] in levels
+                    and since <= o["start"] < until):
+                e = elapsed(o)
+                if e is not None:
+                    out.append(e)
+        return out
+
+    base = pick(marks["start"] + 1.0, marks["fault"])
+    held = pick(marks["injected"], marks["heal"])
+    base_p99, held_p99 = p99(base), p99(held)
+    bound = None if base_p99 is None else latency_bound(base_p99, floor)
+    return {
+        "levels": list(levels),
+        "baseline_reads": len(base),
+        "baseline_p99": None if base_p99 is None else round(base_p99, 4),
+        "fault_reads": len(held),
+        "fault_p99": None if held_p99 is None else round(held_p99, 4),
+        "bound": None if bound is None else round(bound, 4),
+        "within_bound": None if bound is None or held_p99 is None else held_p99 <= bound,
+        "longest_gap_seconds": longest_gap(
+            history, marks["injected"], marks["heal"],
+            lambda o: o["op"] == "read" and not o.get("final") and o["level"] in levels),
+    }
+
+
+def deadline_overshoot(history: list[dict], write_timeout: float,
+                       read_timeout: float) -> dict:
+    """The largest amount by which a request outlived its deadline: KV_WRITE_TIMEOUT for writes
+    and deletes, KV_READ_TIMEOUT for reads (every level). Negative: every request answered
+    before its deadline. Final reads (retried after the heal) are left out."""
+    worst: tuple[float, dict] | None = None
+    for o in history:
+        e = elapsed(o)
+        if o.get("final") or e is None:
+            continue
+        over = e - (write_timeout if o["op"] in ("write", "delete") else read_timeout)
+        if worst is None or over > worst[0]:
+            worst = (over, o)
+    if worst is None:
+        return {"seconds": None, "op": None}
+    o = worst[1]
+    return {"seconds": round(worst[0], 3),
+            "op": {k: o.get(k) for k in ("id", "op", "level", "key", "status", "error",
+                                         "outcome", "instance", "node") if o.get(k) is not None}
+            | {"elapsed": round(elapsed(o) or 0.0, 3)}}
+
+
+def count_worker_timeouts(lines: list[str], since: float, until: float) -> int:
+    """gunicorn's "WORKER TIMEOUT" lines (the app's ECS JSON logs) with an ``@timestamp`` in
+    [since, until] (seconds since the epoch)."""
+    n = 0
+    for line in lines:
+        if "WORKER TIMEOUT" not in line:
+            continue
+        try:
+            stamp = json.loads(line)["@timestamp"]
+            t = datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+        except (ValueError, KeyError, TypeError, AttributeError):
+            continue
+        if since <= t <= until:
+            n += 1
+    return n
+
+
+def worker_timeouts(lab: Lab, since: float, until: float) -> dict[str, int]:
+    """Per app host: gunicorn workers killed by its timeout in [since, until] (epoch seconds).
+    gunicorn logs to the kv@ units' stdout, which the units append to /var/log/kv/kv-<port>.log;
+    the units' journal is searched as well in case a unit logs there."""
+    out = {}
+    for host in lab.app_hosts():
+        p = dexec(host, "sh", "-c", "cat /var/log/kv/kv-*.log 2>/dev/null "
+                  "| grep -a 'WORKER TIMEOUT' || true", timeout=30, check=False)
+        in_files = count_worker_timeouts(p.stdout.splitlines(), since, until)
+        j = dexec(host, "sh", "-c", f"journalctl -q -o cat -u 'kv@*' --since @{int(since)} "
+                  f"--until @{math.ceil(until)} 2>/dev/null | grep -ac 'WORKER TIMEOUT' || true",
+                  timeout=30, check=False)
+        in_journal = int(j.stdout.strip() or 0) if j.stdout.strip().isdigit() else 0
+        out[host] = max(in_files, in_journal)
+    return out
 
 
 def run_fault(lab: Lab, fault: Fault, seconds: float, wl: Workload | None = None) -> dict:
     """Clients run through: warm-up, the fault held ``seconds``, its heal, a recovery period.
     Then final reads, the checker, a JSON history and a report entry."""
     wl = wl or Workload(write_timeout=env_float("KV_WRITE_TIMEOUT", 5.0))
+    if fault.one_max_lag is not None:
+        wl = dataclasses.replace(wl, one_max_lag=fault.one_max_lag)
     prefix = f"chaos-{fault.name}-{uuid.uuid4().hex[:6]}"
     rec = Recorder(lab, prefix, wl)
-    ctx: dict = {}
-    warm = max(2.0, seconds * 0.25)
+    # warm-up and recovery follow the asked hold, not a fault's longer minimum
+    warm = max(fault.min_warmup, seconds * 0.25)
     recover = max(3.0, seconds * 0.5)
+    if fault.min_hold is not None:
+        seconds = max(seconds, fault.min_hold(wl))
+    ctx: dict = {"recorder": rec, "hold": seconds}
     stop = threading.Event()
     # generous: the clients stop when told (after heal + recovery), this only bounds them
     hard_deadline = time.monotonic() + warm + seconds + fault.heal_timeout + recover + 60
     threads = [threading.Thread(target=rec.client, args=(p, hard_deadline, stop), daemon=True)
                for p in range(wl.clients)]
+    if fault.independent_reads:
+        interval = INDEPENDENT_READERS / INDEPENDENT_RATE
+        threads += [threading.Thread(target=rec.reader, daemon=True, args=(
+            100 + p, fault.independent_reads, interval, hard_deadline, stop))
+            for p in range(INDEPENDENT_READERS)]
     lab.wait_healthy(timeout=120, why=f"before {fault.name}")
     rec.mark("start")
     for t in threads:
@@ -629,11 +1091,18 @@ def run_fault(lab: Lab, fault: Fault, seconds: float, wl: Workload | None = None
         rec.final_reads()
     except (TimeoutError, requests.RequestException) as exc:
         error = error or exc
-    result = checker.check(rec.history, primary_stable=fault.primary_stable)
+    result = checker.check(rec.history, primary_stable=fault.primary_stable,
+                           lag_slack=wl.node_cache_ttl + 1.0)
     ops = [o for o in rec.history if not o.get("final")]
     counts = {k: sum(1 for o in ops if o["outcome"] == k)
               for k in ("ok", "failed", "indeterminate")}
     m = rec.marks
+    walls = rec.walls
+    timeouts_error = None
+    try:
+        timeouts = worker_timeouts(lab, walls.get("fault", walls["start"]), time.time())
+    except (RuntimeError, subprocess.TimeoutExpired) as exc:  # reported; the test fails on it
+        timeouts, timeouts_error = None, f"{type(exc).__name__}: {exc}"
     report = {
         "fault": fault.name,
         "seconds_held": seconds,
@@ -643,6 +1112,11 @@ def run_fault(lab: Lab, fault: Fault, seconds: float, wl: Workload | None = None
                                 and o["outcome"] == "ok"),
         "unavailability_seconds": unavailability(ops, m.get("fault", m["start"]),
                                                  m.get("stopped", time.monotonic())),
+        "independent_reads": independent_latency(ops, fault.independent_reads, m),
+        "deadline_overshoot": deadline_overshoot(ops, wl.write_timeout, wl.read_timeout),
+        "deadline_margin": DEADLINE_MARGIN,
+        "worker_timeouts_by_host": timeouts,
+        "worker_timeouts_error": timeouts_error,
         "phases": {k: round(v - m["start"], 2) for k, v in m.items()},
         "context": {k: v for k, v in ctx.items() if isinstance(v, (str, int, float, list))},
         "probe": probe,
@@ -651,6 +1125,7 @@ def run_fault(lab: Lab, fault: Fault, seconds: float, wl: Workload | None = None
         "checker": result.summary(),
         "violations": result.violations[:20],
     }
+    report.update(flat_figures(report))
     if fault.restore is not None:
         try:
             fault.restore(lab, ctx)
@@ -668,6 +1143,23 @@ def run_fault(lab: Lab, fault: Fault, seconds: float, wl: Workload | None = None
     return report
 
 
+def flat_figures(report: dict) -> dict:
+    """The per-fault figures of the table, flattened from the report's nested entries."""
+    lat = report.get("independent_reads") or {}
+    over = (report.get("deadline_overshoot") or {}).get("seconds")
+    wt = report.get("worker_timeouts_by_host")
+    return {
+        "p99_baseline_ms": None if lat.get("baseline_p99") is None
+        else round(lat["baseline_p99"] * 1000, 1),
+        "p99_fault_ms": None if lat.get("fault_p99") is None
+        else round(lat["fault_p99"] * 1000, 1),
+        "p99_bound_ms": None if lat.get("bound") is None else round(lat["bound"] * 1000, 1),
+        "longest_gap_seconds": lat.get("longest_gap_seconds"),
+        "deadline_overshoot_seconds": over,
+        "worker_timeouts": None if wt is None else sum(wt.values()),
+    }
+
+
 def update_report(entry: dict) -> None:
     path = RESULTS / "report.json"
     data = {}
@@ -676,12 +1168,28 @@ def update_report(entry: dict) -> None:
             data = json.loads(path.read_text())
     data[entry["fault"]] = {k: v for k, v in entry.items() if k != "violations"}
     path.write_text(json.dumps(data, indent=1, default=str))
+    (RESULTS / "report.md").write_text(markdown(list(data.values())))
+
+
+COLUMNS = ["fault", "operations", "ok", "failed", "indeterminate", "quorum_writes_ok",
+           "unavailability_seconds", "p99_baseline_ms", "p99_fault_ms", "p99_bound_ms",
+           "longest_gap_seconds", "deadline_overshoot_seconds", "worker_timeouts", "verdict"]
+
+
+def _cell(entry: dict, col: str) -> str:
+    v = entry.get(col)
+    return "-" if v is None else str(v)
 
 
 def table(entries: list[dict]) -> str:
-    cols = ["fault", "operations", "ok", "failed", "indeterminate", "quorum_writes_ok",
-            "unavailability_seconds", "verdict"]
-    rows = [cols] + [[str(e.get(c, "")) for c in cols] for e in entries]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(cols))]
+    rows = [COLUMNS] + [[_cell(e, c) for c in COLUMNS] for e in entries]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True))
                      for r in rows)
+
+
+def markdown(entries: list[dict]) -> str:
+    """The same table in Markdown (``report.md`` next to ``report.json``)."""
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + " --- |" * len(COLUMNS)]
+    lines += ["| " + " | ".join(_cell(e, c) for c in COLUMNS) + " |" for e in entries]
+    return "\n".join(lines) + "\n"

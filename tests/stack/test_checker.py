@@ -30,12 +30,19 @@ class H:
         return op["id"]
 
     def r(self, key, value, version, start, end, level="quorum", token_of=None, final=False,
-          process=1, found=True):
+          process=1, found=True, max_lag=None):
         op = {"id": next(self._ids), "process": process, "op": "read", "key": key,
               "value": value, "found": found and value is not None, "level": level,
               "start": start, "end": end, "outcome": "ok",
               "version": version if value is not None else None, "token_of": token_of,
-              "final": final}
+              "final": final, "max_lag": max_lag}
+        self.ops.append(op)
+        return op["id"]
+
+    def d(self, key, start, end, level="quorum", outcome="ok", process=0):
+        """A delete: the API answers 204 without a version."""
+        op = {"id": next(self._ids), "process": process, "op": "delete", "key": key,
+              "level": level, "start": start, "end": end, "outcome": outcome}
         self.ops.append(op)
         return op["id"]
 
@@ -137,7 +144,92 @@ def test_r_one_may_be_stale():
     assert check(h.ops, primary_stable=True).ok
 
 
+def test_deleted_key_reads_not_found_and_may_be_written_again():
+    h = H()
+    h.w("k", "a", 0, 1, version=T + 1)
+    h.d("k", 2, 3)
+    h.r("k", None, None, 4, 5)  # the tombstone (or the key purged everywhere)
+    h.r("k", None, None, 4, 5, level="primary")
+    h.r("k", "a", T + 1, 2.5, 3.5)  # concurrent with the delete: either answer
+    h.w("k", "b", 6, 7, version=T + 9)
+    h.r("k", "b", T + 9, 8, 9)
+    h.final("k", "b", T + 9)
+    res = check(h.ops, primary_stable=True)
+    assert res.ok, res.violations
+
+
+def test_final_read_of_a_deleted_key_is_not_a_lost_write():
+    h = H()
+    h.w("k", "a", 0, 1, version=T + 1)
+    h.d("k", 2, None, outcome="indeterminate")  # may have happened
+    h.final("k", None, None)
+    assert check(h.ops, primary_stable=True).ok
+
+
+def test_r_one_within_max_lag_passes():
+    h = H()
+    h.w("k", "a", 0, 1, version=T + 1)
+    h.w("k", "b", 2, 3, version=T + 2)
+    # b was acknowledged 1.5 s before: within max_lag 1 + slack 2
+    h.r("k", "a", T + 1, 4.5, 4.6, level="one", max_lag=1.0)
+    h.r("k", "b", T + 2, 9, 9.1, level="one", max_lag=1.0)
+    h.r("k", "a", T + 1, 9, 9.1, level="one")  # no max_lag sent: not bounded here
+    h.final("k", "b", T + 2)
+    res = check(h.ops, primary_stable=True)
+    assert res.ok, res.violations
+
+
 # ------------------------------------------------------------------ histories that must fail
+
+
+def test_deleted_key_coming_back_is_caught():
+    h = H()
+    h.w("k", "a", 0, 1, version=T + 1)
+    h.d("k", 2, 3)
+    h.r("k", "a", T + 1, 4, 5)  # a standby that missed the delete won the quorum read
+    h.final("k", None, None)
+    res = check(h.ops)
+    assert res.kinds() == {"deleted_key_read"}, res.violations
+    assert res.summary()["violations_by_kind"] == {"deleted_key_read": 1}
+
+
+def test_deleted_key_coming_back_in_the_final_read_is_caught():
+    h = H()
+    h.w("k", "a", 0, 1, version=T + 1)
+    h.d("k", 2, 3)
+    h.final("k", "a", T + 1)
+    assert "deleted_key_read" in kinds(h, primary_stable=True)
+
+
+def test_failed_delete_does_not_explain_a_missing_key():
+    h = H()
+    h.w("k", "a", 0, 1, version=T + 1)
+    h.d("k", 2, 3, outcome="failed")
+    h.r("k", None, None, 4, 5)
+    h.final("k", "a", T + 1)
+    assert kinds(h) == {"stale_read"}
+
+
+def test_delete_before_the_write_does_not_explain_a_missing_key():
+    h = H()
+    h.d("k", 0, 1)
+    h.w("k", "a", 2, 3, version=T + 1)
+    h.r("k", None, None, 4, 5)
+    h.final("k", None, None)
+    assert kinds(h) == {"stale_read", "lost_write"}
+
+
+def test_r_one_beyond_max_lag_is_caught():
+    h = H()
+    h.w("k", "a", 0, 1, version=T + 1)
+    h.w("k", "b", 2, 3, version=T + 2)
+    h.r("k", "a", T + 1, 6.5, 6.6, level="one", max_lag=1.0)  # b acked 3.5 s before
+    h.final("k", "b", T + 2)
+    assert kinds(h, primary_stable=True) == {"lagging_read"}
+    assert check(h.ops, primary_stable=True, lag_slack=4.0).ok
+    assert check(h.ops, primary_stable=False).ok  # no bound across a failover
+
+
 
 
 def test_lost_quorum_write_is_caught():
