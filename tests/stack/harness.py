@@ -38,9 +38,10 @@ VAULT = INVENTORY / "group_vars" / "all" / "vault.yml"
 VAULT_PASSWORD = INVENTORY / "vault-password.txt"
 RESULTS = Path(os.environ.get("KV_CHAOS_RESULTS", ROOT / ".cache" / "chaos"))
 PY_BIN = Path(os.environ.get("VIRTUAL_ENV", ROOT / ".venv")) / "bin"
-# The app's documented margin over KV_WRITE_TIMEOUT / KV_READ_TIMEOUT (app/README.md): no request
+# The app's documented margin over its deadlines (app/README.md, "Write deadline": a write answers
+# within KV_WRITE_TIMEOUT + 1.5 s), held against reads and KV_READ_TIMEOUT as well: no request
 # may outlive its deadline by more than this.
-DEADLINE_MARGIN = 1.0
+DEADLINE_MARGIN = 1.5
 # Reads that do not need the faulty node keep their p99 within 2x the baseline's, or within the
 # baseline + this floor when that is more (a 3 ms baseline must not make a flaky 6 ms bound).
 LATENCY_FLOOR = 0.1
