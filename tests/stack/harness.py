@@ -944,11 +944,12 @@ def latency_bound(baseline: float, floor: float = LATENCY_FLOOR) -> float:
 
 
 def independent_latency(history: list[dict], levels: tuple[str, ...], marks: dict[str, float],
-                        floor: float = LATENCY_FLOOR) -> dict | None:
+                        floor: float = LATENCY_FLOOR, detect: float = 0.0) -> dict | None:
     """p99 of the reads at ``levels`` (answered or not) that started during the warm-up after
-    its first second (``baseline``), and of those that started while the fault was held
-    (from ``injected`` to ``heal``); their bound, and the longest gap in the hold with no such
-    read answered ok."""
+    its first second (``baseline``), and of those that started while the fault was held, from
+    ``detect`` seconds after ``injected`` to ``heal`` (``fault_p99``; with the first ``detect``
+    seconds: ``fault_p99_with_detection``); the bound, and the longest gap in the whole hold
+    with no such read answered ok."""
     if not levels or "injected" not in marks or "heal" not in marks:
         return None
 
@@ -963,8 +964,9 @@ def independent_latency(history: list[dict], levels: tuple[str, ...], marks: dic
         return out
 
     base = pick(marks["start"] + 1.0, marks["fault"])
-    held = pick(marks["injected"], marks["heal"])
+    held = pick(marks["injected"] + detect, marks["heal"])
     base_p99, held_p99 = p99(base), p99(held)
+    with_detection = p99(pick(marks["injected"], marks["heal"]))
     bound = None if base_p99 is None else latency_bound(base_p99, floor)
     return {
         "levels": list(levels),
@@ -972,6 +974,8 @@ def independent_latency(history: list[dict], levels: tuple[str, ...], marks: dic
         "baseline_p99": None if base_p99 is None else round(base_p99, 4),
         "fault_reads": len(held),
         "fault_p99": None if held_p99 is None else round(held_p99, 4),
+        "detection_seconds": detect,
+        "fault_p99_with_detection": None if with_detection is None else round(with_detection, 4),
         "bound": None if bound is None else round(bound, 4),
         "within_bound": None if bound is None or held_p99 is None else held_p99 <= bound,
         "longest_gap_seconds": longest_gap(
@@ -1113,7 +1117,8 @@ def run_fault(lab: Lab, fault: Fault, seconds: float, wl: Workload | None = None
                                 and o["outcome"] == "ok"),
         "unavailability_seconds": unavailability(ops, m.get("fault", m["start"]),
                                                  m.get("stopped", time.monotonic())),
-        "independent_reads": independent_latency(ops, fault.independent_reads, m),
+        "independent_reads": independent_latency(ops, fault.independent_reads, m,
+                                                 detect=wl.read_timeout),
         "deadline_overshoot": deadline_overshoot(ops, wl.write_timeout, wl.read_timeout),
         "deadline_margin": DEADLINE_MARGIN,
         "worker_timeouts_by_host": timeouts,

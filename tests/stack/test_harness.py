@@ -75,6 +75,18 @@ def test_independent_latency_within_the_bound():
     assert lat["within_bound"] is True and lat["bound"] == pytest.approx(0.15)
 
 
+def test_independent_latency_leaves_the_detection_out_of_the_p99_only():
+    marks = {"start": 0.0, "fault": 3.0, "injected": 3.0, "heal": 9.0}
+    history = [_r(1.0 + i * 0.01, 0.05) for i in range(100)]
+    history += [_r(3.1 + i * 0.01, 0.5) for i in range(10)]  # hedged before anyone knew
+    history += [_r(5.0 + i * 0.02, 0.06) for i in range(200)]
+    lat = harness.independent_latency(history, ("quorum",), marks, floor=0.1, detect=2.0)
+    assert lat["fault_reads"] == 200 and lat["fault_p99"] == 0.06 and lat["within_bound"]
+    assert lat["fault_p99_with_detection"] == 0.5
+    late = [*history, _r(6.0, 2.0), _r(6.1, 2.0), _r(6.2, 2.0)]  # a probe waited for, later
+    assert not harness.independent_latency(late, ("quorum",), marks, detect=2.0)["within_bound"]
+
+
 def test_deadline_overshoot_uses_each_operation_s_own_deadline():
     history = [
         {"op": "write", "level": "quorum", "start": 0.0, "end": None, "elapsed": 6.2,
