@@ -789,10 +789,10 @@ def standby_down_past_purge() -> Fault:
     applied as it was committed, D seconds later, so the deletes only about ``PURGE_GAP`` - 1 s
     after it restarted. The delay is reset before the cluster must be healthy again."""
 
-    delay = int(PURGE_GAP + PURGE_HORIZON + 10)  # the restart comes after the purge
-
     def inject(lab: Lab, ctx: dict) -> None:
         rec: Recorder = ctx["recorder"]
+        # the restart comes after the hold (which covers the gap, the horizon and the purge)
+        delay = ctx["delay"] = int(max(ctx.get("hold", 0), PURGE_GAP + PURGE_HORIZON) + 10)
         victim = ctx["victim"] = lab.standbys()[0]
         keys = [f"{rec.prefix}-gone{i}" for i in range(PURGE_KEYS)]
         rec.extra_keys.extend(keys)
@@ -842,6 +842,7 @@ def standby_down_past_purge() -> Fault:
                                   args=(rec, rec.extra_keys, stop, time.monotonic() + 240))
         try:
             if ctx.get("stopped"):
+                delay = ctx["delay"]
                 time.sleep(max(0.0, min(delay + 1.0,
                                         ctx["stopped_at"] + delay + 1 - time.monotonic())))
                 reader.start()
