@@ -238,6 +238,23 @@ log_min_messages = warning
             time.sleep(0.1)
         raise RuntimeError(f"standbys not streaming after {timeout}s: {self.streaming()}")
 
+    def wait_replayed(self, timeout: float = 10.0) -> None:
+        """Wait until every running standby has replayed the primary's current WAL position
+        (a test that then reads at r=one must not depend on which standby it gets)."""
+        (target,), = self.sql(self.primary, "SELECT pg_current_wal_lsn()::text")
+        deadline = time.monotonic() + timeout
+        for node in self.nodes:
+            if node.name == self.primary.name or not self.is_running(node):
+                continue
+            while True:
+                (behind,), = self.sql(node, "SELECT pg_last_wal_replay_lsn() < %s::pg_lsn",
+                                      (target,))
+                if not behind:
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{node.name} has not replayed {target} after {timeout}s")
+                time.sleep(0.02)
+
     def env(self) -> dict[str, str]:
         """The service's environment for this cluster."""
         return {
