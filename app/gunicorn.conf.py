@@ -13,7 +13,7 @@ import shutil
 _port = int(os.environ.get("KV_PORT", "8000"))
 bind = [f"{os.environ.get('KV_BIND_ADDRESS', '127.0.0.1')}:{_port}"]
 workers = int(os.environ.get("KV_WORKERS", str(max(2, os.cpu_count() or 1))))
-worker_class = "gthread"
+worker_class = os.environ.get("KV_WORKER_CLASS", "gthread")
 threads = int(os.environ.get("KV_THREADS", "4"))
 timeout = int(os.environ.get("KV_WORKER_TIMEOUT", "60"))  # must exceed KV_WRITE_TIMEOUT
 graceful_timeout = int(os.environ.get("KV_GRACEFUL_TIMEOUT", "30"))
