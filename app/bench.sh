@@ -18,6 +18,9 @@
 #        KV_BENCH_MINIMAL_WORKERS (4, sync) KV_BENCH_KEYS (1000)
 #        KV_BENCH_CASES (all: minimal bare get_one get_quorum get_primary put_quorum put_one)
 #        KV_BENCH_OUT (../bench-results/app-bench.json)
+#        KV_BENCH_PROFILE (unset; a directory: sample every case's gunicorn with py-spy during
+#        its slices and split its CPU by layer, bench/profile_layers.py; needs py-spy in
+#        app/.venv: app/.venv/bin/pip install py-spy)
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -28,6 +31,12 @@ KEYS="${KV_BENCH_KEYS:-1000}"
 ROUNDS="${KV_BENCH_ROUNDS:-5}"
 OUT="${KV_BENCH_OUT:-../bench-results/app-bench.json}"
 command -v wrk >/dev/null || { echo "bench: wrk not found (apt-get install wrk)" >&2; exit 1; }
+PROFILE="${KV_BENCH_PROFILE:-}"
+if [ -n "$PROFILE" ]; then
+    [ -x .venv/bin/py-spy ] || { echo "bench: KV_BENCH_PROFILE needs app/.venv/bin/py-spy" \
+        "(app/.venv/bin/pip install py-spy)" >&2; exit 1; }
+    mkdir -p "$PROFILE"
+fi
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
     .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-test.txt
@@ -92,10 +101,10 @@ for _ in $(seq 1 100); do
     sleep 0.2
 done
 curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null || { cat "$WORK/gunicorn.log" >&2; exit 1; }
-# The ceiling: the same gunicorn binary, sync workers, no gunicorn.conf.py (gunicorn's defaults).
-.venv/bin/gunicorn --chdir ../bench/minimal -k sync -w "$MINIMAL_WORKERS" \
-    -b "127.0.0.1:$MINIMAL_PORT" minimal_site:application \
-    > "$WORK/minimal.log" 2>&1 &
+# The ceiling: the same gunicorn binary, its own config (sync workers, gunicorn's defaults).
+MINIMAL_BIND="127.0.0.1:$MINIMAL_PORT" MINIMAL_WORKERS="$MINIMAL_WORKERS" \
+    .venv/bin/gunicorn -c ../bench/minimal/gunicorn.conf.py --chdir ../bench/minimal \
+    minimal_site:application > "$WORK/minimal.log" 2>&1 &
 MINIMAL_PID=$!
 for _ in $(seq 1 100); do
     curl -sf "http://127.0.0.1:$MINIMAL_PORT/min/bench-1" >/dev/null 2>&1 && break
@@ -143,10 +152,21 @@ for round in $(seq 1 "$ROUNDS"); do
         if [ "$name" = minimal ]; then pid=$MINIMAL_PID port=$MINIMAL_PORT
         else pid=$GUNICORN_PID port=$PORT; fi
         before="$("$PY" ../bench/app_report.py cpu "$pid")"
+        spy=""
+        if [ -n "$PROFILE" ]; then
+            timeout $((SLICE + 30)) .venv/bin/py-spy record --pid "$pid" --subprocesses \
+                --gil --nonblocking --rate 200 --format raw --duration "$SLICE" \
+                -o "$PROFILE/$name.$round.txt" >/dev/null 2>&1 &
+            spy=$!
+        fi
         timeout $((SLICE + 30)) wrk -t"$WRK_THREADS" -c"$CONNS" -d"${SLICE}s" --latency \
             -s "$WORK/$name.lua" "http://127.0.0.1:$port" > "$WORK/$name.$round.wrk"
         after="$("$PY" ../bench/app_report.py cpu "$pid")"
         "$PY" -c "print(round($after - $before, 2))" > "$WORK/$name.$round.cpu"
+        if [ -n "$spy" ]; then
+            wait "$spy" || true
+            cp "$WORK/$name.$round.wrk" "$WORK/$name.$round.cpu" "$PROFILE/"
+        fi
     done
 done
 
@@ -156,3 +176,6 @@ mkdir -p "$(dirname "$OUT")"
     app_threads="$KV_THREADS" app_worker_class="$KV_WORKER_CLASS" \
     minimal_workers="$MINIMAL_WORKERS" loadavg_before="$LOAD_BEFORE" \
     loadavg_after="$(cut -d' ' -f1-3 /proc/loadavg)"
+if [ -n "$PROFILE" ]; then
+    "$PY" ../bench/profile_layers.py "$PROFILE"
+fi

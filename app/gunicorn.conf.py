@@ -10,6 +10,8 @@ files there, and ``child_exit`` marks a dead worker's live gauges gone.
 import os
 import shutil
 
+from gunicorn.glogging import Logger
+
 _port = int(os.environ.get("KV_PORT", "8000"))
 bind = [f"{os.environ.get('KV_BIND_ADDRESS', '127.0.0.1')}:{_port}"]
 workers = int(os.environ.get("KV_WORKERS", str(max(2, os.cpu_count() or 1))))
@@ -36,6 +38,20 @@ os.environ.setdefault("KV_INSTANCE", f"{os.uname().nodename}:{_port}")
 # own messages (worker boots, timeouts) go to stdout as ECS JSON too.
 accesslog = None
 errorlog = "-"
+
+
+class NoAccessLogger(Logger):
+    """gunicorn's logger without the access log. The stock one turns its access log on whenever
+    logconfig_dict is set and then builds every request's atoms (a dict of all headers and the
+    environ, a formatted date) only for the CRITICAL-level logger to drop them."""
+
+    access_log_enabled = False
+
+    def access(self, resp, req, environ, request_time):
+        return
+
+
+logger_class = NoAccessLogger
 logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -226,3 +226,27 @@ def test_concurrent_if_match_over_http(server):
     winner = next(i for c, i in results if c == 200)
     got = requests.get(f"{base}/api/kv/{key}", headers=auth(), timeout=10).json()["value"]
     assert got == winner
+
+
+def test_gunicorn_builds_no_access_log_line(monkeypatch):
+    """The app logs each request itself: gunicorn's own access log must not even be built (with
+    logconfig_dict set, gunicorn's stock logger formats every request's atoms, then drops them)."""
+    from gunicorn.config import Config
+
+    monkeypatch.chdir(APP_DIR)
+    monkeypatch.setenv("KV_INSTANCE", os.environ.get("KV_INSTANCE", "127.0.0.1:8000"))
+    cfg = Config()
+    namespace = {"__file__": str(APP_DIR / "gunicorn.conf.py")}
+    exec(compile((APP_DIR / "gunicorn.conf.py").read_text(), "gunicorn.conf.py", "exec"),
+         namespace)
+    for name, value in namespace.items():
+        if name in cfg.settings:
+            cfg.set(name, value)
+    log = cfg.logger_class(cfg)
+    assert log.access_log_enabled is False
+
+    class Boom:
+        def __getattr__(self, name):
+            raise AssertionError(f"the access log read {name}")
+
+    log.access(Boom(), Boom(), Boom(), 0.001)  # nothing of the request is looked at
