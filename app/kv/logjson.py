@@ -7,24 +7,34 @@ Imports only the standard library, so gunicorn's master can use it too.
 from __future__ import annotations
 
 import contextvars
-import datetime
 import json
 import logging
 import os
+import time
 import traceback
 
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 
 
-def _instance() -> str:
-    return os.environ.get("KV_INSTANCE", "")
-
-
 class EcsJsonFormatter(logging.Formatter):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Read once: the process's environment is set before logging is configured (gunicorn's
+        # config sets KV_INSTANCE in the master, before the workers start).
+        self._instance = os.environ.get("KV_INSTANCE", "")
+        self._second: tuple[int, str] = (-1, "")  # one tuple: threads swap it whole
+
+    def _timestamp(self, created: float) -> str:
+        second = int(created)
+        cached = self._second
+        if cached[0] != second:  # one strftime per second, not per line
+            cached = (second, time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second)))
+            self._second = cached
+        return f"{cached[1]}{int((created - second) * 1000):03d}Z"
+
     def format(self, record: logging.LogRecord) -> str:
-        ts = datetime.datetime.fromtimestamp(record.created, tz=datetime.UTC)
         doc: dict[str, object] = {
-            "@timestamp": ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z",
+            "@timestamp": self._timestamp(record.created),
             "log.level": record.levelname.lower(),
             "message": record.getMessage(),
             "log.logger": record.name,
@@ -32,9 +42,8 @@ class EcsJsonFormatter(logging.Formatter):
             "service.name": "kv",
             "process.pid": record.process,
         }
-        instance = _instance()
-        if instance:
-            doc["service.node.name"] = instance
+        if self._instance:
+            doc["service.node.name"] = self._instance
         rid = request_id.get()
         if rid:
             doc["http.request.id"] = rid
