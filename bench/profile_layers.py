@@ -30,12 +30,12 @@ import app_report  # noqa: E402
 # (layer, pattern on a frame's file path): the first match wins, so specific before general.
 LAYERS = [
     ("logging (kv.logjson, logging)", r"kv/logjson\.py|/logging/"),
-    ("metrics (django_prometheus)", r"django_prometheus/"),
+    ("metrics (kv.httpmetrics, django_prometheus)", r"kv/httpmetrics\.py|django_prometheus/"),
     ("metrics (prometheus_client)", r"prometheus_client/"),
     ("kv.middleware (request id, access log fields)", r"kv/middleware\.py"),
     ("auth (kv.auth)", r"kv/auth\.py"),
     ("DRF (rest_framework)", r"rest_framework/"),
-    ("KV engine (kv.*)", r"kv/(?!logjson|middleware|auth)[a-z_]+\.py"),
+    ("KV engine (kv.*)", r"kv/(?!logjson|middleware|auth|httpmetrics)[a-z_]+\.py"),
     ("minimal project view", r"minimal_site\.py"),
     ("psycopg2", r"psycopg2/"),
     ("Django DB layer (django.db)", r"django/db/"),

@@ -13,6 +13,7 @@ import os
 import time
 import traceback
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, default=str)  # json.dumps builds one per call
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 
 
@@ -55,4 +56,4 @@ class EcsJsonFormatter(logging.Formatter):
             doc["error.type"] = etype.__name__
             doc["error.message"] = str(evalue)
             doc["error.stack_trace"] = "".join(traceback.format_exception(*record.exc_info))
-        return json.dumps(doc, ensure_ascii=False, default=str)
+        return _ENCODER.encode(doc)

@@ -80,7 +80,10 @@ class Watchdog:
         with self._cond:
             self._ensure_thread()
             heapq.heappush(self._heap, (deadline.when, next(self._seq), deadline))
-            self._cond.notify()
+            if self._heap[0][2] is deadline:
+                # the earliest deadline now: the thread sleeps until a later one, wake it.
+                # Otherwise it wakes in time anyway (no thread switch per write).
+                self._cond.notify()
         return deadline
 
     def attach(self, deadline: Deadline, raw) -> bool:
