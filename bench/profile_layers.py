@@ -25,11 +25,11 @@ import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import app_report  # noqa: E402
+import app_report
 
 # (layer, pattern on a frame's file path): the first match wins, so specific before general.
 LAYERS = [
-    ("logging (kv.logjson, logging)", r"kv/logjson\.py|/logging/"),
+    ("logging (kv.logjson, logging)", r"kv/logjson\.py|(^|/)logging/"),
     ("metrics (kv.httpmetrics, django_prometheus)", r"kv/httpmetrics\.py|django_prometheus/"),
     ("metrics (prometheus_client)", r"prometheus_client/"),
     ("kv.middleware (request id, access log fields)", r"kv/middleware\.py"),

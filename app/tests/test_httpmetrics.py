@@ -2,7 +2,6 @@
 middlewares do: the same requests through either pair move every series by the same amount
 (latency histograms: the same count; their sums and buckets depend on timing)."""
 
-import pytest
 from django.test import override_settings
 from prometheus_client import REGISTRY
 
