@@ -86,5 +86,5 @@ chaos: venv ## the fault suite against the lab, each fault held for a minute
 bench: venv ## wrk against the lab: balancer vs one instance vs a bare view (JSON + PNG)
 	$(PLAYBOOK) playbooks/benchmark.yml
 
-bench-app: ## the app alone on loopback: each consistency level vs a bare Django view
+bench-app: ## the app alone on loopback vs a minimal Django project: req/s, p50/p99, CPU/request
 	app/bench.sh
