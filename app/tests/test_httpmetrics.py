@@ -3,9 +3,18 @@ middlewares do: the same requests through either pair move every series by the s
 (latency histograms: the same count; their sums and buckets depend on timing)."""
 
 from django.test import override_settings
+from django.urls import path
+from kvsite.urls import urlpatterns as app_urlpatterns
 from prometheus_client import REGISTRY
 
 from tests.conftest import make_client, unique
+
+
+def boom(request):
+    raise RuntimeError("a view that fails: process_exception's series")
+
+
+urlpatterns = [*app_urlpatterns, path("boom", boom)]  # this module is the URLconf below
 
 THEIRS = ("django_prometheus.middleware.PrometheusBeforeMiddleware",
           "django_prometheus.middleware.PrometheusAfterMiddleware")
@@ -42,13 +51,15 @@ def traffic() -> None:
     assert rw.get("/healthz", headers={"X-Forwarded-Proto": "https"}).status_code == 200
     assert rw.put(f"/api/kv/{key}", b"{not json", content_type="application/json"
                   ).status_code == 400
+    assert rw.get("/boom").status_code == 500
 
 
 def deltas(middlewares: tuple[str, str]) -> dict:
     from django.conf import settings
 
     mw = [m for m in settings.MIDDLEWARE if m not in THEIRS + OURS]
-    with override_settings(MIDDLEWARE=[middlewares[0], *mw, middlewares[1]]):
+    with override_settings(MIDDLEWARE=[middlewares[0], *mw, middlewares[1]],
+                           ROOT_URLCONF=__name__):
         before = snapshot()
         traffic()
         after = snapshot()
@@ -63,6 +74,7 @@ def test_same_series_move_by_the_same_amounts():
     names = {name for name, _ in ours}
     assert "django_http_responses_total_by_status_total" in names
     assert "django_http_requests_latency_seconds_by_view_method_count" in names
+    assert "django_http_exceptions_total_by_type_total" in names
 
 
 def test_settings_use_the_cheaper_pair():
