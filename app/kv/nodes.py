@@ -174,6 +174,23 @@ def pool(node: str) -> ThreadPoolExecutor:
         return ex
 
 
+_refresher_lock = threading.Lock()
+_refresher_pool: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def _refresher() -> ThreadPoolExecutor:
+    """One thread per process that refreshes the node states in the background."""
+    global _refresher_pool
+    current = _refresher_pool
+    if current is not None and current[0] == os.getpid():
+        return current[1]
+    with _refresher_lock:
+        if _refresher_pool is None or _refresher_pool[0] != os.getpid():
+            _refresher_pool = (os.getpid(), ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="kv-refresh"))
+        return _refresher_pool[1]
+
+
 def on_node(alias: str, fn, *args):
     """Run ``fn(*args)``, a read-only query on node ``alias``, in the calling thread.
 
@@ -240,11 +257,29 @@ class Cluster:
 
     # -- public
     def state(self, max_age: float | None = None) -> ClusterState:
+        """The node states, at most ``max_age`` (default KV_NODE_CACHE_TTL) old.
+
+        With the default age, a request never waits for a probe while the last state is
+        younger than KV_NODE_CACHE_TTL + 2 x KV_READ_TIMEOUT: a state older than the TTL is
+        still served and a refresh starts in the background, so a node that hangs (its probe
+        waits out KV_READ_TIMEOUT) slows no request. An explicit ``max_age``, no state yet, or
+        one older than that bound, makes the caller refresh (or wait for the running refresh).
+        """
         ttl = settings.KV["NODE_CACHE_TTL"] if max_age is None else max_age
         st = self._state
-        if st is not None and time.monotonic() - st.taken_at < ttl:
+        now = time.monotonic()
+        if st is not None and now - st.taken_at < ttl:
             return st
-        if self._lock.acquire(blocking=st is None):
+        if (max_age is None and st is not None
+                and now - st.taken_at < ttl + 2 * settings.KV["READ_TIMEOUT"]):
+            if self._lock.acquire(blocking=False):
+                try:
+                    _refresher().submit(self._refresh_and_release)
+                except BaseException:
+                    self._lock.release()
+                    raise
+            return st
+        if self._lock.acquire(blocking=st is None or max_age is None):
             try:
                 st = self._state
                 if st is None or time.monotonic() - st.taken_at >= ttl:
@@ -252,6 +287,15 @@ class Cluster:
             finally:
                 self._lock.release()
         return self._state or st
+
+    def _refresh_and_release(self) -> None:
+        """A background refresh: the caller took the lock, this releases it."""
+        try:
+            self._refresh()
+        except Exception:
+            log.exception("refreshing the node states failed")
+        finally:
+            self._lock.release()
 
     def invalidate(self) -> None:
         self._state = None
