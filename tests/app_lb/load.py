@@ -4,9 +4,9 @@ Each of `threads` workers alternates PUT and GET on its own keys, at most `rate`
 second per worker, until stopped, `max_seconds` passed or `max_requests` were sent. Every answer
 that is not 2xx (404 for a key not written yet excepted) and every transport error counts as a
 failure, with its details kept for the report. One exception: a request sent on a kept-alive
-connection that the balancer closed without answering (the race of a graceful nginx reload with
-an idle keep-alive connection, which RFC 9112 section 9.3.1 lets a client retry) is sent once more
-on a new connection and counted in `retried`; a second failure counts.
+connection that the balancer closed without answering, over HTTP or TLS (the race of a graceful
+nginx reload with an idle keep-alive connection, which RFC 9112 section 9.3.1 lets a client
+retry) is sent once more on a new connection and counted in `retried`; a second failure counts.
 """
 
 from __future__ import annotations
@@ -19,6 +19,14 @@ import requests
 import urllib3
 
 urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+
+
+def _closed_unanswered(exc: requests.ConnectionError) -> bool:
+    """The balancer closed the connection before any answer: over plain HTTP the response is
+    missing ("without response"), over TLS the read ends in an EOF without close_notify. Both
+    are the graceful-reload race a client may retry an idempotent request after."""
+    text = repr(exc)
+    return "without response" in text or "EOF occurred in violation of protocol" in text
 
 
 class Load:
@@ -83,7 +91,7 @@ class Load:
                             )
                         break
                     except requests.ConnectionError as exc:
-                        if attempt == 2 or "without response" not in repr(exc):
+                        if attempt == 2 or not _closed_unanswered(exc):
                             raise
                         with self.lock:
                             self.retried += 1
