@@ -249,6 +249,7 @@ class Cluster:
         self._config_error: str | None = None  # last verdict of quorum_config_error
         self._inflight: dict[str, Future] = {}
         self._failed: dict[str, float] = {}
+        self._probed_at = 0.0  # when the probes of the current state started
         # node -> (timeline, postmaster start) when it was last seen streaming on the newest one
         self._verified: dict[str, tuple[int, str | None]] = {}
         # (time.monotonic() before a probe, the primary's WAL position that probe read)
@@ -305,13 +306,13 @@ class Cluster:
         self._failed[name] = time.monotonic()
 
     def order(self, names: list[str]) -> list[str]:
-        """Random order (spreads load), nodes that failed since the last probe last."""
+        """Random order (spreads load), nodes that failed since the last probe started last
+        (a probe that answered before the node hung does not clear a later failure)."""
         if not self._failed:
             out = list(names)
             random.shuffle(out)
             return out
-        st = self._state
-        since = st.taken_at if st is not None else 0.0
+        since = self._probed_at
         suspect = {n for n, t in list(self._failed.items()) if t >= since}
         fresh = [n for n in names if n not in suspect]
         tail = [n for n in names if n in suspect]
@@ -342,7 +343,8 @@ class Cluster:
                 nodes[name].error = _short(exc)
         st = self._build(nodes, results, probed_at)
         self._state = st
-        self._failed = {}
+        self._probed_at = probed_at
+        self._failed = {n: t for n, t in list(self._failed.items()) if t >= probed_at}
         return st
 
     def _staleness(self, replay: int, primary_lsn: int, since_replay: float | None,

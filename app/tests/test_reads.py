@@ -239,3 +239,27 @@ def test_listings_answer_while_a_standby_is_frozen(client, cluster, restore, cac
     for level, status, keys, elapsed in result["value"]:
         assert (level, status, keys) == (level, 200, expected), result["value"]
         assert elapsed < timeout + 1.0, (level, elapsed)
+
+
+def test_a_node_that_fails_while_the_probes_run_stays_suspect(monkeypatch):
+    """A probe that answered before its node hung must not clear the failure a read saw after
+    it: the node stays last in the read order until the next probe (else every refresh sends
+    reads to the hung node again, each one waiting for its hedge)."""
+    from kv import nodes
+    from kv.nodes import CLUSTER
+
+    refresh_nodes()
+    build = nodes.Cluster._build
+
+    def failing_during_the_probes(self, *args, **kwargs):
+        CLUSTER.mark_failed("s1")  # a read saw s1 fail while the probes were running
+        return build(self, *args, **kwargs)
+
+    monkeypatch.setattr(nodes.Cluster, "_build", failing_during_the_probes)
+    CLUSTER._refresh()
+    monkeypatch.setattr(nodes.Cluster, "_build", build)
+    assert "s1" in CLUSTER._failed
+    for _ in range(20):
+        assert CLUSTER.order(["p1", "s1", "s2"])[-1] == "s1"
+    CLUSTER._refresh()  # a probe started after the failure clears it
+    assert "s1" not in CLUSTER._failed
