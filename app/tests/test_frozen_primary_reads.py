@@ -1,0 +1,47 @@
+"""Reads that the standbys can serve while the primary is frozen and writes to it are cancelled
+and then abandoned, with the node states refreshed as in production (no state held)."""
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from tests.conftest import refresh_nodes, unique
+from tests.test_faults import put, wait_for
+from tests.test_write_path import _close_connections, _timed_put, frozen
+
+
+def test_reads_go_on_while_writes_to_a_frozen_primary_are_abandoned(client, cluster, restore):
+    from django.conf import settings
+    from kv import fanout, watchdog
+
+    timeout = settings.KV["WRITE_TIMEOUT"]
+    key = unique()
+    assert put(client, key, "before").status_code == 201
+    assert wait_for(lambda: all(
+        cluster.sql(cluster.node(n), "SELECT count(*) FROM kv_item WHERE key = %s", [key])[0][0]
+        for n in ("s1", "s2")))
+    refresh_nodes()
+    writers = ThreadPoolExecutor(3, thread_name_prefix="writer")
+    reads = []  # (seconds since the freeze, level, seconds, status)
+    hold = timeout + watchdog.MARGIN + 3
+    try:
+        for f in [writers.submit(_timed_put, key, "warm") for _ in range(3)]:
+            assert f.result(timeout=30)[0] == 200
+        with frozen(cluster.primary, at_most=hold + 8):
+            frozen_at = time.monotonic()
+            futs = [writers.submit(_timed_put, key, f"frozen-{i}") for i in range(3)]
+            while time.monotonic() - frozen_at < hold:
+                for level in ("one", "quorum"):
+                    t = time.monotonic()
+                    g = client.get(f"/api/kv/{key}?r={level}")
+                    reads.append((round(t - frozen_at, 3), level,
+                                  round(time.monotonic() - t, 3), g.status_code))
+            answered = [f.done() for f in futs]
+    finally:
+        for f in [writers.submit(_close_connections) for _ in range(3)]:
+            f.result(timeout=60)
+        writers.shutdown(wait=False)
+    assert all(answered), answered
+    cap = settings.KV["READ_TIMEOUT"] * fanout.HEDGE_FRACTION
+    slow = [r for r in reads if r[2] > cap + 0.5]
+    assert not slow, (slow, len(reads))
+    assert all(r[3] == 200 for r in reads), [r for r in reads if r[3] != 200]
