@@ -190,18 +190,23 @@ def gather(sql: str, params: list, candidates: Iterator[str], need: int, timeout
     outcomes: dict[str, str] = {}
     behind: dict[str, float] = {}  # node that failed the check -> when to check it again
 
+    def open_op(name: str) -> _Op | None:
+        """Ask ``name``: its operation, or None when not even a connection attempt started."""
+        try:
+            op = _Op(name)
+        except psycopg2.Error as exc:
+            outcomes[name] = on_failure(name, exc)
+            return None
+        ops.append(op)
+        return op
+
     def start() -> None:
         # the next candidate that accepts a connection attempt at all
         for name in candidates:
             if name in outcomes or any(op.name == name for op in ops):
                 continue
-            try:
-                op = _Op(name)
-            except psycopg2.Error as exc:
-                outcomes[name] = on_failure(name, exc)
-                continue
-            ops.append(op)
-            return
+            if open_op(name) is not None:
+                return
 
     def fail(op: _Op, exc: BaseException | str) -> None:
         ops.remove(op)
@@ -274,13 +279,9 @@ def gather(sql: str, params: list, candidates: Iterator[str], need: int, timeout
                 name, at = min(behind.items(), key=lambda item: item[1])
                 if now >= at:
                     del behind[name]
-                    try:
-                        op = _Op(name)
-                    except psycopg2.Error as exc:
-                        outcomes[name] = on_failure(name, exc)
-                        continue
-                    ops.append(op)
-                    advance(op)
+                    op = open_op(name)
+                    if op is not None:
+                        advance(op)
                     continue
                 left = min(left, at - now)
             if hedge_at is not None:

@@ -72,20 +72,25 @@ def _cluster_pids(node) -> list[int]:
     return [postmaster, *map(int, children)]
 
 
-@pytest.fixture
-def frozen_s1(cluster, restore):
-    """s1 with every process stopped (SIGSTOP): it accepts TCP connections and acknowledges
-    data in the kernel, and never answers. Thawed afterwards."""
-    node = cluster.node("s1")
-    pids = _cluster_pids(node)
+@contextlib.contextmanager
+def stopped(pids):
+    """SIGSTOP ``pids``; SIGCONT them however the block ends."""
     for pid in pids:
         os.kill(pid, signal.SIGSTOP)
     try:
-        yield cluster
+        yield
     finally:
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGCONT)
+
+
+@pytest.fixture
+def frozen_s1(cluster, restore):
+    """s1 with every process stopped (SIGSTOP): it accepts TCP connections and acknowledges
+    data in the kernel, and never answers. Thawed afterwards."""
+    with stopped(_cluster_pids(cluster.node("s1"))):
+        yield cluster
 
 
 def test_a_frozen_node_delays_a_read_by_the_hedge_delay_only(client, frozen_s1):

@@ -5,7 +5,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from tests.conftest import refresh_nodes, unique
-from tests.test_faults import put, wait_for
+from tests.test_faults import put
 from tests.test_write_path import _close_connections, _timed_put, frozen
 
 
@@ -16,9 +16,7 @@ def test_reads_go_on_while_writes_to_a_frozen_primary_are_abandoned(client, clus
     timeout = settings.KV["WRITE_TIMEOUT"]
     key = unique()
     assert put(client, key, "before").status_code == 201
-    assert wait_for(lambda: all(
-        cluster.sql(cluster.node(n), "SELECT count(*) FROM kv_item WHERE key = %s", [key])[0][0]
-        for n in ("s1", "s2")))
+    cluster.wait_replayed()
     refresh_nodes()
     writers = ThreadPoolExecutor(3, thread_name_prefix="writer")
     reads = []  # (seconds since the freeze, level, seconds, status)

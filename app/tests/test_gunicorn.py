@@ -4,12 +4,8 @@ the instance header, raw hostile requests, concurrent conditional writers over H
 import contextlib
 import json
 import os
-import shutil
 import signal
 import socket
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -18,55 +14,18 @@ import pytest
 import requests
 
 from tests.conftest import TOKENS, unique
+from tests.live import APP_DIR, live_gunicorn
 
-APP_DIR = Path(__file__).resolve().parent.parent
 
-
-def _free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+def _stale_file(metrics_dir: str) -> None:
+    Path(metrics_dir, "stale.db").write_text("left over from a previous run")
 
 
 @pytest.fixture(scope="module")
 def server():
-    port = _free_port()
-    tmp = tempfile.mkdtemp(prefix="kvgunicorn-")
-    metrics_dir = os.path.join(tmp, "metrics")
-    os.makedirs(metrics_dir)
-    Path(metrics_dir, "stale.db").write_text("left over from a previous run")
-    log_path = os.path.join(tmp, "stdout.log")
-    env = {**os.environ, "KV_PORT": str(port), "KV_WORKERS": "3", "KV_THREADS": "2",
-           "PROMETHEUS_MULTIPROC_DIR": metrics_dir, "KV_INSTANCE": f"127.0.0.1:{port}",
-           "KV_LOG_LEVEL": "INFO", "KV_GRACEFUL_TIMEOUT": "5"}
-    log = open(log_path, "w")  # noqa: SIM115 - stays open while the server runs
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "kvsite.wsgi:application"],
-        cwd=APP_DIR, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(base + "/healthz", timeout=3).status_code == 200:
-                break
-        except requests.RequestException:
-            time.sleep(0.2)
-    else:
-        proc.kill()
-        proc.wait(timeout=15)
-        raise RuntimeError(Path(log_path).read_text())
-    try:
-        yield {"base": base, "port": port, "proc": proc, "log": log_path, "metrics": metrics_dir}
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
-        shutil.rmtree(tmp, ignore_errors=True)
+    with live_gunicorn({"KV_WORKERS": "3", "KV_THREADS": "2", "KV_LOG_LEVEL": "INFO"},
+                       "kvgunicorn-", prepare=_stale_file) as live:
+        yield live
 
 
 def auth(kind="rw"):

@@ -3,30 +3,14 @@ a session token never lowers the requested level, r=one measures a standby's sta
 replay position, and every read (token lookups and listings included) answers within its bound
 while a node hangs (SIGSTOP: the kernel accepts and acknowledges, nothing answers)."""
 
-import contextlib
-import os
-import signal
 import threading
 import time
 
 import pytest
 
 from tests.conftest import make_client, refresh_nodes, unique
-from tests.test_fanout import _cluster_pids
+from tests.test_fanout import _cluster_pids, stopped
 from tests.test_faults import put, wait_for
-
-
-@contextlib.contextmanager
-def stopped(pids):
-    """SIGSTOP ``pids``; SIGCONT them however the block ends."""
-    for pid in pids:
-        os.kill(pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGCONT)
 
 
 def in_thread(fn):

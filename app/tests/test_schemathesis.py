@@ -4,20 +4,15 @@ answers checked against the schema: no 5xx, only declared status codes, declared
 headers and bodies, and every request the schema calls invalid refused with a 4xx."""
 
 import os
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import pytest
-import requests
 
 from tests.conftest import TOKENS
+from tests.live import APP_DIR, live_gunicorn
 
-APP_DIR = Path(__file__).resolve().parent.parent
 CHECKS = ",".join([
     "not_a_server_error", "status_code_conformance", "content_type_conformance",
     "response_headers_conformance", "response_schema_conformance", "positive_data_acceptance",
@@ -43,47 +38,11 @@ REQUEST_TIMEOUT = 10
 RUN_TIMEOUT = 240
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def live_app():
-    port = _free_port()
-    tmp = tempfile.mkdtemp(prefix="kvschemathesis-")
-    metrics_dir = os.path.join(tmp, "metrics")
-    os.makedirs(metrics_dir)
-    log_path = os.path.join(tmp, "stdout.log")
-    env = {**os.environ, "KV_PORT": str(port), "KV_WORKERS": "2", "KV_THREADS": "2",
-           "PROMETHEUS_MULTIPROC_DIR": metrics_dir, "KV_INSTANCE": f"127.0.0.1:{port}",
-           "KV_ACCESS_LOG": "false", "KV_GRACEFUL_TIMEOUT": "5"}
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py",
-             "kvsite.wsgi:application"],
-            cwd=APP_DIR, env=env, stdout=log, stderr=subprocess.STDOUT)
-        base = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if requests.get(base + "/readyz", timeout=3).status_code == 200:
-                        break
-                except requests.RequestException:
-                    pass
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError(Path(log_path).read_text())
-                time.sleep(0.2)
-            yield {"base": base, "log": log_path, "tmp": tmp}
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
+    with live_gunicorn({"KV_WORKERS": "2", "KV_THREADS": "2", "KV_ACCESS_LOG": "false"},
+                       "kvschemathesis-", ready_path="/readyz") as live:
+        yield live
 
 
 def test_schemathesis_finds_no_failure(live_app):

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from tests.conftest import make_client, refresh_nodes, unique
-from tests.test_fanout import _cluster_pids
+from tests.test_fanout import _cluster_pids, stopped
 from tests.test_faults import put, wait_for
 
 
@@ -39,14 +39,10 @@ def frozen(node, at_most: float):
     pids = _cluster_pids(node)
     thaw = f"sleep {at_most}; kill -CONT {' '.join(map(str, pids))}"
     guard = subprocess.Popen(["sh", "-c", thaw], start_new_session=True)
-    for pid in pids:
-        os.kill(pid, signal.SIGSTOP)
     try:
-        yield
+        with stopped(pids):
+            yield
     finally:
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGCONT)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(guard.pid, signal.SIGKILL)
         guard.wait(timeout=10)
@@ -84,9 +80,7 @@ def test_a_frozen_primary_holds_neither_the_write_nor_the_reads(client, cluster,
     timeout = settings.KV["WRITE_TIMEOUT"]
     key = unique()
     assert put(client, key, "before").status_code == 201
-    assert wait_for(lambda: all(
-        cluster.sql(cluster.node(n), "SELECT count(*) FROM kv_item WHERE key = %s", [key])[0][0]
-        for n in ("s1", "s2")))
+    cluster.wait_replayed()
     refresh_nodes()
     # the probes of a frozen node and the token lookup (both on the primary) are not under
     # test here: every request uses this state and the cached token
