@@ -11,13 +11,11 @@ thread never blocks on one of them, and no other thread is involved.
 
 The deadline (``timeout``, KV_READ_TIMEOUT) bounds the whole read, connecting included. A node
 that fails is replaced by the next candidate at once; a node that is merely silent (cut
-network, frozen host) is hedged: once the answers are later than this process's reads usually
-take (``hedge_delay``: the smoothed answer time plus four times its mean deviation, as TCP's
-retransmission timer, at least HEDGE_MIN and at most a quarter of the timeout), one more
-candidate is asked beside it, so a hung node delays a read by that much instead of failing it.
-A connection that did not answer is closed, since what it would still send is unknown, and its
-node is reported failed (asked last until the next probe). A kept connection that turns out dead
-(the node restarted since) is retried once on a new one.
+network, frozen host) is hedged: after a quarter of the timeout one more candidate is asked
+beside it, so a hung node delays a read by that much instead of failing it. A connection that
+did not answer is closed, since what it would still send is unknown, and its node is reported
+failed (asked last until the next probe). A kept connection that turns out dead (the node
+restarted since) is retried once on a new one.
 
 Connections follow KV_DB_CONN_MAX_AGE like Django's: reopened once older than that, closed after
 every read when it is 0. Asynchronous connections run every statement in its own implicit
@@ -43,33 +41,8 @@ _POLL_OK = extensions.POLL_OK
 _POLL_READ = extensions.POLL_READ
 _POLL_WRITE = extensions.POLL_WRITE
 _RETRYABLE = (psycopg2.OperationalError, psycopg2.InterfaceError)
-# Part of the timeout after which a read still short of answers asks one more node, at most.
+# Part of the timeout after which a read still short of answers asks one more node.
 HEDGE_FRACTION = 0.25
-# Seconds a read waits before it hedges, at least (answers of a few ms do not hedge at 1 ms).
-HEDGE_MIN = 0.02
-# Smoothed answer time of single-row reads in this process and its mean deviation (RFC 6298's
-# estimator); floats replaced whole, so a race between threads loses one sample at worst.
-_answer_time: list[float] = []  # [] or [smoothed, deviation]
-
-
-def hedge_delay(timeout: float) -> float:
-    """Seconds after which a single-row read still short of answers asks one more node."""
-    cap = timeout * HEDGE_FRACTION
-    est = _answer_time
-    if not est:
-        return cap
-    return min(cap, max(HEDGE_MIN, est[0] + 4 * est[1]))
-
-
-def _observe(seconds: float) -> None:
-    global _answer_time
-    est = _answer_time
-    if not est:
-        _answer_time = [seconds, seconds / 2]
-    else:
-        smoothed, deviation = est
-        _answer_time = [0.875 * smoothed + 0.125 * seconds,
-                        0.75 * deviation + 0.25 * abs(smoothed - seconds)]
 # Seconds between two checks of a node that failed ``check`` (behind a session token), while
 # the read is short of nodes.
 RECHECK_INTERVAL = 0.02
@@ -164,10 +137,9 @@ def gather(sql: str, params: list, candidates: Iterator[str], need: int, timeout
            check: tuple[str, list, str] | None = None, many: bool = False,
            ) -> tuple[list[tuple[str, object]], dict[str, str]]:
     """Run ``sql`` on ``need`` nodes taken from ``candidates`` at once, replacing a node that
-    fails by the next candidate. When the answers are still short after ``hedge_delay`` (a
-    listing, ``many``: after a quarter of ``timeout``), one more candidate is asked beside the
-    slow ones (a hedged request: a node that hangs delays a read by that much, not by the whole
-    timeout); a node
+    fails by the next candidate. When the answers are still short after a quarter of
+    ``timeout`` (HEDGE_FRACTION), one more candidate is asked beside the slow ones (a hedged
+    request: a node that hangs delays a read by that much, not by the whole timeout); a node
     that had not answered by the time the others were enough is reported through
     ``on_failure`` too. Returns the (node, first row or None; with ``many`` every row)
     answers, ``need`` of them or more when the read succeeded, and each asked node's outcome
@@ -182,8 +154,7 @@ def gather(sql: str, params: list, candidates: Iterator[str], need: int, timeout
     (a standby a few milliseconds behind a ``w=one`` write)."""
     started = time.monotonic()
     deadline = started + timeout
-    hedge_at: float | None = started + (timeout * HEDGE_FRACTION if many
-                                        else hedge_delay(timeout))
+    hedge_at: float | None = started + timeout * HEDGE_FRACTION
     candidates = iter(candidates)
     ops: list[_Op] = []
     answers: list[tuple[str, object]] = []
@@ -242,8 +213,6 @@ def gather(sql: str, params: list, candidates: Iterator[str], need: int, timeout
                         continue
                     row = op.cur.fetchall() if many else op.cur.fetchone()
                     ops.remove(op)
-                    if not many and op.stage == _QUERYING and check is None:
-                        _observe(time.perf_counter() - op.started)
                     if on_answer is not None:
                         on_answer(op.name, time.perf_counter() - op.started)
                     outcomes[op.name] = "ok"

@@ -138,39 +138,15 @@ def _gather(key, candidates, need, timeout=1.5):
 
 
 def test_gather_hedges_a_silent_node(client, frozen_s1):
-    """The hedge comes once the answers are later than this process's reads usually are, not
-    after a fixed quarter of the timeout."""
-    from kv import fanout
-
     key = unique()
     assert put(client, key, "hedged").status_code == 201
-    for _ in range(20):  # answers of the live nodes teach the process its usual answer time
-        assert client.get(f"/api/kv/{key}?r=primary").status_code == 200
-    delay = fanout.hedge_delay(1.5)
-    assert fanout.HEDGE_MIN <= delay < 1.5 * fanout.HEDGE_FRACTION / 2, delay
     answers, outcomes, failures, elapsed = _gather(key, ["s1", "s2", "p1"], 2)
     assert sorted(name for name, _row in answers) == ["p1", "s2"]
     assert all(row[0] == "hedged" for _name, row in answers)
     assert outcomes["s2"] == outcomes["p1"] == "ok"
-    # asked beside s1 after the hedge delay, not at once, and long before the fixed quarter
+    # asked beside s1 after the hedge delay, not at once, and answered before the deadline
     assert "when the other nodes' answers were enough" in failures["s1"], failures
-    assert delay <= elapsed < 1.5 * fanout.HEDGE_FRACTION, (delay, elapsed)
-
-
-def test_hedge_delay_follows_the_answer_times(monkeypatch):
-    from kv import fanout
-
-    monkeypatch.setattr(fanout, "_answer_time", [])
-    assert fanout.hedge_delay(2.0) == 0.5  # nothing learnt yet: a quarter of the timeout
-    for _ in range(50):
-        fanout._observe(0.004)
-    assert fanout.hedge_delay(2.0) == fanout.HEDGE_MIN  # a few ms: the floor
-    for _ in range(50):
-        fanout._observe(0.1)
-    assert 0.1 <= fanout.hedge_delay(2.0) < 0.5
-    for _ in range(50):
-        fanout._observe(3.0)
-    assert fanout.hedge_delay(2.0) == 0.5  # never later than a quarter of the timeout
+    assert elapsed >= 1.5 * 0.25, elapsed
 
 
 def test_gather_gives_up_on_a_silent_node_at_the_timeout(client, frozen_s1):
@@ -193,7 +169,7 @@ def test_gather_replaces_a_refusing_node_at_once(client, cluster, restore, monke
     turned off, only that replacement can bring in the second answer."""
     from kv import fanout
 
-    monkeypatch.setattr(fanout, "hedge_delay", lambda timeout: timeout)
+    monkeypatch.setattr(fanout, "HEDGE_FRACTION", 1.0)
     key = unique()
     assert put(client, key, "refused").status_code == 201
     cluster.stop(cluster.node("s1"))
