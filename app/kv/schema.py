@@ -48,8 +48,8 @@ MAX_LAG_PARAM = OpenApiParameter(
                 "checked at every level, used by r=one; else 400 bad_max_lag")
 TOKEN_PARAM = OpenApiParameter(
     "X-KV-Token", SESSION_TOKEN_SCHEMA, OpenApiParameter.HEADER, required=False,
-    description="read your writes: the answer is that write or newer (takes precedence over r, "
-                "except r=primary)",
+    description="read your writes: the answer is that write or newer, read at the level r "
+                "asks (the token is a lower bound; it never lowers the level)",
     examples=[OpenApiExample("a session token", value=SESSION_TOKEN_SCHEMA["example"])])
 WRITE_LEVEL_PARAM = OpenApiParameter(
     "w", {"type": "string", "enum": list(WRITE_LEVELS), "default": "quorum"}, required=False,
