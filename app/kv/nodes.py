@@ -174,21 +174,7 @@ def pool(node: str) -> ThreadPoolExecutor:
         return ex
 
 
-_refresher_lock = threading.Lock()
-_refresher_pool: tuple[int, ThreadPoolExecutor] | None = None
-
-
-def _refresher() -> ThreadPoolExecutor:
-    """One thread per process that refreshes the node states in the background."""
-    global _refresher_pool
-    current = _refresher_pool
-    if current is not None and current[0] == os.getpid():
-        return current[1]
-    with _refresher_lock:
-        if _refresher_pool is None or _refresher_pool[0] != os.getpid():
-            _refresher_pool = (os.getpid(), ThreadPoolExecutor(
-                max_workers=1, thread_name_prefix="kv-refresh"))
-        return _refresher_pool[1]
+_ticker_lock = threading.Lock()
 
 
 def on_node(alias: str, fn, *args):
@@ -250,6 +236,7 @@ class Cluster:
         self._inflight: dict[str, Future] = {}
         self._failed: dict[str, float] = {}
         self._probed_at = 0.0  # when the probes of the current state started
+        self._ticker_pid: int | None = None  # the process whose _tick thread runs
         # node -> (timeline, postmaster start) when it was last seen streaming on the newest one
         self._verified: dict[str, tuple[int, str | None]] = {}
         # (time.monotonic() before a probe, the primary's WAL position that probe read)
@@ -260,25 +247,24 @@ class Cluster:
     def state(self, max_age: float | None = None) -> ClusterState:
         """The node states, at most ``max_age`` (default KV_NODE_CACHE_TTL) old.
 
-        With the default age, a request never waits for a probe while the last state is
-        younger than KV_NODE_CACHE_TTL + 2 x KV_READ_TIMEOUT: a state older than the TTL is
-        still served and a refresh starts in the background, so a node that hangs (its probe
-        waits out KV_READ_TIMEOUT) slows no request. An explicit ``max_age``, no state yet, or
-        one older than that bound, makes the caller refresh (or wait for the running refresh).
+        A thread per process (``_tick``) refreshes the states whenever they are older than
+        KV_NODE_CACHE_TTL, whether requests come or not (a worker whose threads all wait on a
+        hung primary, or an idle one, keeps fresh states too). So with the default age a
+        request never waits for a probe while the last state is younger than the TTL +
+        2 x KV_READ_TIMEOUT: it is served while the refresh runs, and a node that hangs (its
+        probe waits out KV_READ_TIMEOUT) slows no request. An explicit ``max_age``, no state
+        yet, or one older than that bound, makes the caller refresh (or wait for the running
+        refresh).
         """
         ttl = settings.KV["NODE_CACHE_TTL"] if max_age is None else max_age
         st = self._state
         now = time.monotonic()
         if st is not None and now - st.taken_at < ttl:
             return st
+        if self._ticker_pid != os.getpid():
+            self._start_ticker()
         if (max_age is None and st is not None
                 and now - st.taken_at < ttl + 2 * settings.KV["READ_TIMEOUT"]):
-            if self._lock.acquire(blocking=False):
-                try:
-                    _refresher().submit(self._refresh_and_release)
-                except BaseException:
-                    self._lock.release()
-                    raise
             return st
         if self._lock.acquire(blocking=st is None or max_age is None):
             try:
@@ -289,14 +275,33 @@ class Cluster:
                 self._lock.release()
         return self._state or st
 
-    def _refresh_and_release(self) -> None:
-        """A background refresh: the caller took the lock, this releases it."""
-        try:
-            self._refresh()
-        except Exception:
-            log.exception("refreshing the node states failed")
-        finally:
-            self._lock.release()
+    def _start_ticker(self) -> None:
+        with _ticker_lock:
+            if self._ticker_pid == os.getpid():
+                return
+            threading.Thread(target=self._tick, name="kv-refresh", daemon=True).start()
+            self._ticker_pid = os.getpid()
+
+    def _tick(self) -> None:
+        """Refresh the states whenever they are older than KV_NODE_CACHE_TTL (read anew each
+        round, so a test that raises it holds the states)."""
+        while True:
+            ttl = settings.KV["NODE_CACHE_TTL"]
+            st = self._state
+            age = ttl if st is None else time.monotonic() - st.taken_at
+            if age < ttl:
+                time.sleep(ttl - age)
+                continue
+            if not self._lock.acquire(blocking=False):
+                time.sleep(min(0.05, ttl))  # a request is refreshing them right now
+                continue
+            try:
+                self._refresh()
+            except Exception:
+                log.exception("refreshing the node states failed")
+                time.sleep(ttl)
+            finally:
+                self._lock.release()
 
     def invalidate(self) -> None:
         self._state = None

@@ -43,3 +43,27 @@ def test_reads_go_on_while_writes_to_a_frozen_primary_are_abandoned(client, clus
     slow = [r for r in reads if r[2] > cap + 0.5]
     assert not slow, (slow, len(reads))
     assert all(r[3] == 200 for r in reads), [r for r in reads if r[3] != 200]
+
+
+def test_a_read_after_an_idle_spell_does_not_wait_for_a_frozen_primary(client, cluster,
+                                                                        restore):
+    """A worker that got no request for longer than the states may be served stale (the TTL +
+    2 x KV_READ_TIMEOUT: a worker whose threads all wait, or whose balancer sends to another
+    one) must still not probe the frozen primary in the request: its states were kept fresh
+    meanwhile, so the read goes to the standbys at once."""
+    from django.conf import settings
+    from kv import fanout
+
+    key = unique()
+    assert put(client, key, "idle").status_code == 201
+    cluster.wait_replayed()
+    refresh_nodes()
+    idle = settings.KV["NODE_CACHE_TTL"] + 2 * settings.KV["READ_TIMEOUT"] + 0.5
+    cap = settings.KV["READ_TIMEOUT"] * fanout.HEDGE_FRACTION
+    with frozen(cluster.primary, at_most=idle + 20):
+        time.sleep(idle)
+        t = time.monotonic()
+        g = client.get(f"/api/kv/{key}?r=one")
+        elapsed = time.monotonic() - t
+    assert g.status_code == 200 and g.json()["value"] == "idle", g.content
+    assert elapsed < cap, elapsed
