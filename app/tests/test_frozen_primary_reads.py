@@ -67,3 +67,27 @@ def test_a_read_after_an_idle_spell_does_not_wait_for_a_frozen_primary(client, c
         elapsed = time.monotonic() - t
     assert g.status_code == 200 and g.json()["value"] == "idle", g.content
     assert elapsed < cap, elapsed
+
+
+def test_a_silent_probe_puts_its_node_last_before_it_times_out(cluster, restore):
+    """While the refresh thread's probe waits out KV_READ_TIMEOUT on a hung node, the node
+    already goes last in the read order once the hedge delay has passed."""
+    from django.conf import settings
+    from kv import fanout
+    from kv.nodes import CLUSTER
+
+    from tests.test_fanout import _cluster_pids, stopped
+
+    refresh_nodes()
+    ttl = settings.KV["NODE_CACHE_TTL"]
+    hedge = settings.KV["READ_TIMEOUT"] * fanout.HEDGE_FRACTION
+    assert ttl + hedge + 0.3 < settings.KV["READ_TIMEOUT"]
+    with stopped(_cluster_pids(cluster.node("s1"))):
+        frozen_at = time.monotonic()
+        CLUSTER.state()  # starts the refresh thread if this process has none yet
+        time.sleep(ttl + hedge + 0.3)
+        suspect = "s1" in CLUSTER._failed
+        order = CLUSTER.order(["p1", "s1", "s2"])
+        waited = time.monotonic() - frozen_at
+    assert waited < settings.KV["READ_TIMEOUT"], waited
+    assert suspect and order[-1] == "s1", (CLUSTER._failed, order)
