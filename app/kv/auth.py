@@ -65,8 +65,9 @@ def lookup(token: str) -> TokenUser | None:
 
 
 def _fetch(digest: str):
-    """(name, scopes) of the token with SHA-256 ``digest``, or None: the primary first, then
-    the other nodes that may serve reads, each bounded by KV_READ_TIMEOUT as a whole."""
+    """(name, scopes) of the token with SHA-256 ``digest``, or None: the primary first (last
+    when it was found silent since the last probe), then the other nodes that may serve reads,
+    each bounded by KV_READ_TIMEOUT as a whole."""
     from . import fanout
     from .models import ApiToken
     from .nodes import CLUSTER
@@ -75,6 +76,8 @@ def _fetch(digest: str):
     state = CLUSTER.state()
     others = CLUSTER.order([n for n in state.eligible() if n != state.primary])
     candidates = ([state.primary] if state.primary else []) + others
+    if state.primary and CLUSTER.suspect(state.primary):
+        candidates = [*others, state.primary]  # a primary found silent is asked last
     sql = f"SELECT name, scopes FROM {ApiToken._meta.db_table} WHERE token_sha256 = %s"
     answers, outcomes = fanout.gather(sql, [digest], candidates, 1, settings.KV["READ_TIMEOUT"],
                                       _read_failed("token lookup"))

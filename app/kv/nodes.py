@@ -310,6 +310,11 @@ class Cluster:
         """A query on ``name`` just failed: try it last until the next probe."""
         self._failed[name] = time.monotonic()
 
+    def suspect(self, name: str) -> bool:
+        """``name`` failed (or its probe went silent) since the last probe started."""
+        failed = self._failed.get(name)
+        return failed is not None and failed >= self._probed_at
+
     def order(self, names: list[str]) -> list[str]:
         """Random order (spreads load), nodes that failed since the last probe started last
         (a probe that answered before the node hung does not clear a later failure)."""

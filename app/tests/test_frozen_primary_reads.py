@@ -91,3 +91,25 @@ def test_a_silent_probe_puts_its_node_last_before_it_times_out(cluster, restore)
         waited = time.monotonic() - frozen_at
     assert waited < settings.KV["READ_TIMEOUT"], waited
     assert suspect and order[-1] == "s1", (CLUSTER._failed, order)
+
+
+def test_a_token_lookup_asks_a_silent_primary_last(client, cluster, restore):
+    """The token lookup asks the primary first, unless the primary was found silent since the
+    last probe started: then the standbys first, so the lookup does not wait for the hedge."""
+    from django.conf import settings
+    from kv import auth, fanout
+
+    key = unique()
+    assert put(client, key, "tok").status_code == 201
+    cluster.wait_replayed()
+    refresh_nodes()
+    ttl = settings.KV["NODE_CACHE_TTL"]
+    hedge = settings.KV["READ_TIMEOUT"] * fanout.HEDGE_FRACTION
+    with frozen(cluster.primary, at_most=30):
+        time.sleep(ttl + hedge + 0.3)  # the refresh thread's probe of p1 is silent by now
+        auth.clear_cache()
+        t = time.monotonic()
+        g = client.get(f"/api/kv/{key}?r=one")
+        elapsed = time.monotonic() - t
+    assert g.status_code == 200 and g.json()["value"] == "tok", g.content
+    assert elapsed < hedge, elapsed
