@@ -127,8 +127,8 @@ def test_new_faults_run_before_the_failover_and_carry_their_targets():
                for n in new)
     faults = {n: harness.FAULTS[n]() for n in new}
     assert all(f.targets and f.independent_reads for f in faults.values())
-    # primary_frozen's p99 is reported only (tests/stack/README.md, "Known gaps")
-    assert {n for n, f in faults.items() if f.latency_target} == {"one_standby_frozen"}
+    assert {n for n, f in faults.items() if f.latency_target} == {"primary_frozen",
+                                                                   "one_standby_frozen"}
     wl = harness.Workload(write_timeout=5.0)
     assert faults["primary_frozen"].min_hold(wl) > wl.write_timeout
     assert faults["standby_down_past_purge"].min_hold(wl) > harness.PURGE_HORIZON
