@@ -290,7 +290,7 @@ class Cluster:
             st = self._state
             age = ttl if st is None else time.monotonic() - st.taken_at
             if age < ttl:
-                time.sleep(ttl - age)
+                time.sleep(min(ttl - age, 0.25))  # the TTL is read again at least this often
                 continue
             if not self._lock.acquire(blocking=False):
                 time.sleep(min(0.05, ttl))  # a request is refreshing them right now

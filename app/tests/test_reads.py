@@ -120,7 +120,8 @@ def test_r_one_notices_a_standby_whose_wal_receiver_stopped(client, cluster, res
     """s1's WAL receiver is stopped (SIGSTOP on that one process): s1 stays up and still says
     'streaming', its received and replayed positions are equal, and pg_stat_replication keeps
     its last lag figures until wal_sender_timeout. r=one with max_lag=1 must stop serving it
-    within max_lag + KV_NODE_CACHE_TTL of a write it missed."""
+    within max_lag + KV_NODE_CACHE_TTL + one probe (at most KV_READ_TIMEOUT) of a write it
+    missed: the refresh thread's states are that old at most."""
     from django.conf import settings
 
     key = unique()
@@ -133,7 +134,8 @@ def test_r_one_notices_a_standby_whose_wal_receiver_stopped(client, cluster, res
         assert put(client, key, "new").status_code == 200  # s2 applied it: ANY 1 is met
         written = time.monotonic()
         max_lag = 1.0
-        ready_at = written + max_lag + settings.KV["NODE_CACHE_TTL"]
+        ready_at = (written + max_lag + settings.KV["NODE_CACHE_TTL"]
+                    + settings.KV["READ_TIMEOUT"])
         while time.monotonic() < ready_at:  # reads go on meanwhile (probes every TTL)
             assert client.get(f"/api/kv/{key}?r=one&max_lag=1").status_code == 200
             time.sleep(0.1)
