@@ -46,10 +46,11 @@ def test_stale_metric_files_are_wiped_at_start(server):
     assert not Path(server["metrics"], "stale.db").exists()
 
 
-def test_metrics_aggregate_across_worker_processes(server):
+def test_metrics_aggregate_across_worker_processes(server, cluster):
     base = server["base"]
     key = unique()
     requests.put(f"{base}/api/kv/{key}", json={"value": 1}, headers=auth(), timeout=10)
+    cluster.wait_replayed()  # the r=one reads below may go to either standby
     label = 'kv_quorum_operations_total{level="one",op="read",outcome="ok"}'
     before = scrape(base).get(label, 0.0)
     n = 60
