@@ -511,6 +511,12 @@ class Cluster:
                             time.monotonic(), time.time(), self._config_error)
 
 
+# Names in synchronous_standby_names that no standby can carry: '*' (any standby: compared with
+# pg_stat_replication below) and the placeholder Patroni's strict quorum mode sets when it has no
+# standby to name (nothing acknowledges, quorum writes wait: the app's 503 paths).
+NEVER_ACKNOWLEDGE = {"*", "__patroni_strict_sync_replica_placeholder__"}
+
+
 def quorum_config_error(q: Quorum, primary: str, ssn: str, repl_rows: list,
                         nodes: dict[str, NodeStatus]) -> str | None:
     """Why R + W > N cannot hold with the primary's live settings, or None.
@@ -529,7 +535,7 @@ def quorum_config_error(q: Quorum, primary: str, ssn: str, repl_rows: list,
             f"primary {primary} waits for {real_k} (synchronous_standby_names = {ssn!r}): "
             f"set KV_SYNC_STANDBYS to {real_k} or leave it empty")
     known = {n.lower() for n in nodes}
-    unknown = {n for n in names if n != "*" and n.lower() not in known}
+    unknown = {n for n in names if n not in NEVER_ACKNOWLEDGE and n.lower() not in known}
     for app_name, _state, sync_state, *_rest in repl_rows:
         if sync_state in ("sync", "quorum", "potential") and app_name \
                 and app_name.lower() not in known:

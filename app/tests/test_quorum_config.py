@@ -95,3 +95,18 @@ def test_an_unknown_name_in_the_primarys_list_refuses_quorum_requests(client, cl
         time.sleep(0.05)
     assert refresh_nodes().config_error is None
     assert client.get("/readyz").status_code == 200
+
+
+def test_patronis_strict_placeholder_is_not_an_unknown_standby():
+    """Patroni's strict quorum mode names a placeholder when it has no standby to name: nothing
+    can acknowledge under it (quorum writes wait and answer 503), so it is no standby missing from
+    KV_DB_NODES and must not refuse quorum reads; a real unknown name still does."""
+    from kv.consistency import quorum_sizes
+    from kv.nodes import NodeStatus, quorum_config_error
+
+    nodes = {n: NodeStatus(name=n, address="127.0.0.1:1") for n in ("p", "s1", "s2")}
+    q = quorum_sizes(3, 1)
+    assert quorum_config_error(
+        q, "p", 'ANY 1 ("__patroni_strict_sync_replica_placeholder__")', [], nodes) is None
+    assert quorum_config_error(q, "p", "ANY 1 (s1, s2)", [], nodes) is None
+    assert "s9" in quorum_config_error(q, "p", "ANY 1 (s1, s9)", [], nodes)

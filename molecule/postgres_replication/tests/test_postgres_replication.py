@@ -1,5 +1,7 @@
-"""testinfra checks of the postgres_replication role: one primary, two quorum standbys, exporter."""
+"""testinfra checks of the postgres_replication role: Patroni on etcd, one leader, two quorum
+standbys, the REST API over TLS, exporter."""
 
+import json
 import re
 import socket
 import struct
@@ -10,7 +12,7 @@ import pytest
 PRIMARY = "postgres_replication-pg1"
 STANDBYS = ["postgres_replication-pg2", "postgres_replication-pg3"]
 APP_HOST = "postgres_replication-pg3"  # also in group app: the kv role may connect from it
-SERVICE = "postgres@15-main"
+REPL_PASSWORD = "re'pl \"$HOME `id` :\\ 2"
 APP_PASSWORD = "pa'ss \"w$rd `x` 1"
 
 testinfra_hosts = [PRIMARY, *STANDBYS]
@@ -41,14 +43,63 @@ def metrics(host):
     return [line for line in cmd.stdout.splitlines() if line and not line.startswith("#")]
 
 
-def test_postgresql_running_and_enabled(host):
-    svc = host.service("postgresql@15-main")
+def test_patroni_running_and_enabled(host):
+    svc = host.service("patroni")
     assert svc.is_running
     assert svc.is_enabled
-    assert host.file("/etc/postgresql/15/main/start.conf").contains("^auto")
+    # no Debian cluster of its own beside Patroni's
+    assert not host.file("/etc/postgresql/15/main").exists
     exporter = host.service("prometheus-postgres-exporter")
     assert exporter.is_running
     assert exporter.is_enabled
+
+
+def patronictl(host, *args):
+    cmd = host.run("patronictl " + " ".join(["%s"] * len(args)), *args)
+    assert cmd.rc == 0, cmd.stderr
+    return cmd.stdout
+
+
+def test_patroni_sees_one_leader_and_two_quorum_standbys(host):
+    members = {m["Member"]: m for m in json.loads(patronictl(host, "list", "-f", "json"))}
+    assert sorted(members) == sorted([PRIMARY, *STANDBYS])
+    assert members[PRIMARY]["Role"] == "Leader" and members[PRIMARY]["State"] == "running"
+    for name in STANDBYS:
+        assert members[name]["Role"] == "Quorum Standby", members[name]
+        assert members[name]["State"] == "streaming", members[name]
+
+
+def test_dynamic_configuration(host):
+    """Kept in etcd by the role: quorum commit, strict, failsafe, the documented timings."""
+    config = json.loads(host.run(
+        "python3 -c %s", "import sys, yaml, json; print(json.dumps(yaml.safe_load(sys.stdin)))",
+        stdin=patronictl(host, "show-config")).stdout)
+    assert config["synchronous_mode"] == "quorum"
+    assert config["synchronous_mode_strict"] is True
+    assert config["synchronous_node_count"] == 1
+    assert config["failsafe_mode"] is True and config["check_timeline"] is True
+    assert (config["ttl"], config["loop_wait"], config["retry_timeout"]) == (20, 2, 9)
+    assert config["postgresql"]["use_pg_rewind"] is True
+    assert config["postgresql"]["use_slots"] is True
+
+
+def test_rest_api_tls_and_authentication(host):
+    """Reads over TLS verified with the internal CA; unsafe endpoints refuse no credentials."""
+    url = f"https://{address(host)}:8008"
+    code = (
+        "import ssl, sys, urllib.request, urllib.error\n"
+        "ctx = ssl.create_default_context(cafile='/etc/patroni/pki/ca.crt')\n"
+        "def call(method, path):\n"
+        "    req = urllib.request.Request(sys.argv[1] + path, method=method, data=b'{}' if method != 'GET' else None)\n"
+        "    try:\n"
+        "        return urllib.request.urlopen(req, context=ctx, timeout=5).status\n"
+        "    except urllib.error.HTTPError as exc:\n"
+        "        return exc.code\n"
+        "print(call('GET', '/health'), call('POST', '/restart'), call('PATCH', '/config'))\n"
+    )
+    cmd = host.run("python3 -c %s %s", code, url)
+    assert cmd.rc == 0, cmd.stderr
+    assert cmd.stdout.split() == ["200", "401", "401"]
 
 
 def test_role_of_each_node(host):
@@ -70,10 +121,12 @@ def test_settings(host):
     assert rows["hot_standby"] == "on"
     assert rows["password_encryption"] == "scram-sha-256"
     assert rows["max_slot_wal_keep_size"] != "-1"
-    assert (
-        rows["synchronous_standby_names"]
-        == 'ANY 1 ("postgres_replication-pg2", "postgres_replication-pg3")'
-    )
+    # Patroni's quorum mode: ANY k (the standbys it names), k = synchronous_node_count
+    ssn = rows["synchronous_standby_names"]
+    m = re.fullmatch(r"ANY 1 \((.*)\)", ssn)
+    assert m, ssn
+    if host.backend.get_hostname() == PRIMARY:
+        assert sorted(n.strip().strip('"') for n in m.group(1).split(",")) == sorted(STANDBYS)
     assert psql(host, "SELECT count(*) FROM pg_settings WHERE pending_restart") == [["0"]]
 
 
@@ -125,9 +178,9 @@ def test_passwords_are_scram(host):
     rows = psql(
         host,
         "SELECT rolname, rolpassword LIKE 'SCRAM-SHA-256$%' FROM pg_authid "
-        "WHERE rolname IN ('kv', 'replicator', 'postgres_exporter') ORDER BY 1",
+        "WHERE rolname IN ('kv', 'replicator', 'rewind', 'postgres_exporter') ORDER BY 1",
     )
-    assert rows == [["kv", "t"], ["postgres_exporter", "t"], ["replicator", "t"]]
+    assert rows == [["kv", "t"], ["postgres_exporter", "t"], ["replicator", "t"], ["rewind", "t"]]
 
 
 def test_kv_role_owns_its_database_and_nothing_more(host):
@@ -191,8 +244,9 @@ def test_pg_hba_and_passwords_from_the_inventory(host):
     me = host.backend.get_hostname()
     # Replication with the stored (quoted, escaped) password works; a wrong password does not.
     ok = host.run(
-        "runuser -u postgres -- psql -X -At %s -c IDENTIFY_SYSTEM",
-        f"host={primary} user=replicator dbname=replication replication=true",
+        "PGPASSWORD=%s runuser -u postgres -- psql -X -At %s -c IDENTIFY_SYSTEM",
+        REPL_PASSWORD,
+        f"host={primary} user=replicator dbname=replication replication=true passfile=/dev/null",
     )
     assert ok.rc == 0, ok.stderr
     bad = host.run(
