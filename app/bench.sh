@@ -5,6 +5,8 @@
 #   minimal: a minimal Django project (bench/minimal: one view, the same PK lookup on the
 #            primary, no middleware, persistent connection), the same gunicorn binary: the true
 #            ceiling of a Django service on this machine
+#   min_put: the same project's PUT: the statements of one quorum write and nothing else (the
+#            most a quorum write can get on this design, for comparison)
 #   bare:    a bare view inside the app (KV_BENCH_BARE_VIEW=1: same lookup, the app's whole stack)
 #   GET r=one, GET r=quorum, PUT w=quorum, PUT w=one (and GET r=primary: the same lookup on the
 #   same node as the bare view, so the app's own overhead shows apart from the node choice)
@@ -16,7 +18,8 @@
 #        KV_BENCH_ROUNDS (5) KV_BENCH_CONNECTIONS (16) KV_BENCH_WRK_THREADS (2)
 #        KV_BENCH_WORKERS (2) KV_BENCH_THREADS (4) KV_BENCH_WORKER_CLASS (gthread)
 #        KV_BENCH_MINIMAL_WORKERS (4, sync) KV_BENCH_KEYS (1000)
-#        KV_BENCH_CASES (all: minimal bare get_one get_quorum get_primary put_quorum put_one)
+#        KV_BENCH_CASES (all: minimal min_put bare get_one get_quorum get_primary put_quorum
+#        put_one)
 #        KV_BENCH_OUT (../bench-results/app-bench.json)
 #        KV_BENCH_PROFILE (unset; a directory: sample every case's gunicorn with py-spy during
 #        its slices and split its CPU by layer, bench/profile_layers.py; needs py-spy in
@@ -60,6 +63,9 @@ trap cleanup EXIT INT TERM
 
 echo "bench: starting PostgreSQL (primary + 2 standbys, ANY 1, fsync on)" >&2
 KV_TEST_FSYNC=1 "$PY" -m tests.pgcluster start "$WORK/pg" > "$WORK/cluster.json"
+# the three postmasters: their CPU and their children's (backends, WAL senders and receivers,
+# the standbys' startup processes replaying the WAL) is PostgreSQL's share of each case
+PG_PIDS="$(head -qn1 "$WORK"/pg/*/postmaster.pid | tr '\n' ' ')"
 free_port() {
     "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
@@ -78,7 +84,7 @@ export KV_BENCH_BARE_VIEW=1 KV_PORT="$PORT" KV_BIND_ADDRESS=127.0.0.1
 export KV_WORKERS="${KV_BENCH_WORKERS:-2}" KV_THREADS="${KV_BENCH_THREADS:-4}"
 export KV_WORKER_CLASS="${KV_BENCH_WORKER_CLASS:-gthread}"
 MINIMAL_WORKERS="${KV_BENCH_MINIMAL_WORKERS:-4}"
-CASES="${KV_BENCH_CASES:-minimal bare get_one get_quorum get_primary put_quorum put_one}"
+CASES="${KV_BENCH_CASES:-minimal min_put bare get_one get_quorum get_primary put_quorum put_one}"
 export PROMETHEUS_MULTIPROC_DIR="$WORK/metrics" KV_INSTANCE="127.0.0.1:$PORT"
 export NO_PROXY="127.0.0.1,localhost" no_proxy="127.0.0.1,localhost"
 mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
@@ -123,7 +129,7 @@ request = function()
   local k = math.random(1, keys)
   local headers = {["Authorization"] = "Bearer " .. token, ["Content-Type"] = "application/json"}
   if "$1" == "PUT" then
-    return wrk.format("PUT", "/api/kv/bench-" .. k .. "$2", headers,
+    return wrk.format("PUT", "$4" .. k .. "$2", headers,
                       '{"value": {"n": ' .. counter .. ', "pad": "' .. string.rep("y", 100) .. '"}}')
   end
   return wrk.format("GET", "$4" .. k .. "$2", headers)
@@ -135,8 +141,9 @@ lua GET "" bare "/bench/bare/bench-"
 lua GET "?r=one" get_one "/api/kv/bench-"
 lua GET "?r=quorum" get_quorum "/api/kv/bench-"
 lua GET "?r=primary" get_primary "/api/kv/bench-"
-lua PUT "?w=quorum" put_quorum ""
-lua PUT "?w=one" put_one ""
+lua PUT "" min_put "/min/bench-"
+lua PUT "?w=quorum" put_quorum "/api/kv/bench-"
+lua PUT "?w=one" put_one "/api/kv/bench-"
 export KV_BENCH_TOKEN="$TOKEN" KV_BENCH_KEYS="$KEYS"
 
 echo "bench: warming up (2 s)" >&2
@@ -149,9 +156,11 @@ SLICE=$(( DURATION / ROUNDS )); [ "$SLICE" -ge 1 ] || SLICE=1
 for round in $(seq 1 "$ROUNDS"); do
     echo "bench: round $round/$ROUNDS (${SLICE}s per scenario, $CONNS connections)" >&2
     for name in $CASES; do
-        if [ "$name" = minimal ]; then pid=$MINIMAL_PID port=$MINIMAL_PORT
+        if [ "$name" = minimal ] || [ "$name" = min_put ]; then
+            pid=$MINIMAL_PID port=$MINIMAL_PORT
         else pid=$GUNICORN_PID port=$PORT; fi
         before="$("$PY" ../bench/app_report.py cpu "$pid")"
+        pg_before="$("$PY" ../bench/app_report.py cpu $PG_PIDS | tr ' ' '+')"
         spy=""
         if [ -n "$PROFILE" ]; then
             timeout $((SLICE + 30)) .venv/bin/py-spy record --pid "$pid" --subprocesses \
@@ -162,10 +171,13 @@ for round in $(seq 1 "$ROUNDS"); do
         timeout $((SLICE + 30)) wrk -t"$WRK_THREADS" -c"$CONNS" -d"${SLICE}s" --latency \
             -s "$WORK/$name.lua" "http://127.0.0.1:$port" > "$WORK/$name.$round.wrk"
         after="$("$PY" ../bench/app_report.py cpu "$pid")"
+        pg_after="$("$PY" ../bench/app_report.py cpu $PG_PIDS | tr ' ' '+')"
         "$PY" -c "print(round($after - $before, 2))" > "$WORK/$name.$round.cpu"
+        "$PY" -c "print(round(($pg_after) - ($pg_before), 2))" > "$WORK/$name.$round.pgcpu"
         if [ -n "$spy" ]; then
             wait "$spy" || true
-            cp "$WORK/$name.$round.wrk" "$WORK/$name.$round.cpu" "$PROFILE/"
+            cp "$WORK/$name.$round.wrk" "$WORK/$name.$round.cpu" "$WORK/$name.$round.pgcpu" \
+                "$PROFILE/"
         fi
     done
 done

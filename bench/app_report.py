@@ -5,7 +5,8 @@ round in, throughput, p50, p99, CPU per request and their ratios to the two ceil
     python bench/app_report.py report WORK OUT.json KEY=VALUE...
 
 WORK holds ``<case>.<round>.wrk`` (wrk --latency output) and ``<case>.<round>.cpu`` (CPU seconds
-the serving gunicorn, master and workers, spent during that round). Ceilings: ``minimal``, a
+the serving gunicorn, master and workers, spent during that round) and, optionally,
+``<case>.<round>.pgcpu`` (CPU seconds of the PostgreSQL servers, every process, in that round). Ceilings: ``minimal``, a
 minimal Django project (bench/minimal) on the same gunicorn and database, and ``bare``, a bare
 view inside the app (the app's whole stack around the same lookup).
 """
@@ -21,6 +22,7 @@ from statistics import median
 
 CASES = {
     "minimal": "minimal Django project (PK lookup)",
+    "min_put": "minimal Django project (quorum write)",
     "bare": "app's bare view (PK lookup)",
     "get_one": "GET r=one",
     "get_quorum": "GET r=quorum",
@@ -71,11 +73,14 @@ def summarize(rounds: dict[str, list[dict]]) -> dict:
     for name, runs in rounds.items():
         requests = sum(r["requests"] for r in runs)
         cpu = sum(r.get("cpu_s", 0.0) for r in runs)
+        pg_cpu = [r["pg_cpu_s"] for r in runs if "pg_cpu_s" in r]
         res[name] = {
             "rps": requests / (sum(r["seconds"] for r in runs) or 1.0),
             "p50_ms": median(r["p50_ms"] for r in runs),
             "p99_ms": median(r["p99_ms"] for r in runs),
             "cpu_ms_per_request": round(cpu * 1000 / requests, 3) if requests else None,
+            "pg_cpu_ms_per_request": round(sum(pg_cpu) * 1000 / requests, 3)
+            if requests and len(pg_cpu) == len(runs) else None,
             "requests": requests,
             "non_2xx": sum(r["non_2xx"] for r in runs),
             "socket_errors": [r["socket_errors"] for r in runs if r["socket_errors"]],
@@ -88,6 +93,16 @@ def summarize(rounds: dict[str, list[dict]]) -> dict:
                 "rps": round(r["rps"] / base["rps"], 3),
                 "p50": round(r["p50_ms"] / base["p50_ms"], 3) if base["p50_ms"] else None,
                 "p99": round(r["p99_ms"] / base["p99_ms"], 3) if base["p99_ms"] else None,
+                "cpu": round(r["cpu_ms_per_request"] / base["cpu_ms_per_request"], 3)
+                if r["cpu_ms_per_request"] and base["cpu_ms_per_request"] else None,
+            }
+    # A write against the minimal project's write (the same statements, nothing else): how far
+    # the app is from the most a write gets on this design.
+    base = res.get("min_put")
+    for name, r in res.items():
+        if name.startswith("put_") and base and base["rps"]:
+            r["to_min_put"] = {
+                "rps": round(r["rps"] / base["rps"], 3),
                 "cpu": round(r["cpu_ms_per_request"] / base["cpu_ms_per_request"], 3)
                 if r["cpu_ms_per_request"] and base["cpu_ms_per_request"] else None,
             }
@@ -113,6 +128,10 @@ def load(work: str) -> dict[str, list[dict]]:
             if os.path.exists(cpu_path):
                 with open(cpu_path) as f:
                     run["cpu_s"] = float(f.read())
+            pg_path = path[:-len(".wrk")] + ".pgcpu"
+            if os.path.exists(pg_path):
+                with open(pg_path) as f:
+                    run["pg_cpu_s"] = float(f.read())
             rounds.setdefault(name, []).append(run)
     return rounds
 
@@ -123,7 +142,8 @@ def table(report: dict, header: str = "") -> str:
         return "-" if v is None else f"{v:.2f}"
 
     lines = [header] if header else []
-    lines.append(f"{'case':34} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'CPU ms/req':>10} | "
+    lines.append(f"{'case':34} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'CPU ms/req':>10} "
+                 f"{'PG ms/req':>9} | "
                  f"{'to minimal: req/s p50 p99 CPU':>30} | {'to bare: req/s p50 p99 CPU':>27} "
                  "non-2xx")
     for name, label in CASES.items():
@@ -131,14 +151,27 @@ def table(report: dict, header: str = "") -> str:
         if r is None:
             continue
         cpu = "-" if r["cpu_ms_per_request"] is None else f"{r['cpu_ms_per_request']:.3f}"
+        pg = r.get("pg_cpu_ms_per_request")
+        pg = "-" if pg is None else f"{pg:.3f}"
         lines.append(
-            f"{label:34} {r['rps']:7.0f} {r['p50_ms']:7.2f} {r['p99_ms']:7.2f} {cpu:>10} | "
+            f"{label:34} {r['rps']:7.0f} {r['p50_ms']:7.2f} {r['p99_ms']:7.2f} {cpu:>10} "
+            f"{pg:>9} | "
             + f"{'':7}" + " ".join(f"{ratio(r, 'minimal', k):>5}" for k in ("rps", "p50", "p99",
                                                                               "cpu"))
             + " | " + f"{'':4}" + " ".join(f"{ratio(r, 'bare', k):>5}" for k in ("rps", "p50",
                                                                                   "p99", "cpu"))
             + f" {r['non_2xx']}")
     lines.append("")
+    base = report["results"].get("min_put")
+    if base and base.get("to_minimal"):
+        lines.append(f"the minimal project's quorum write: {base['to_minimal']['rps']:.2f} of "
+                     "its GET's req/s (the most a quorum write gets on this design)")
+        for name, r in report["results"].items():
+            if r.get("to_min_put"):
+                lines.append(f"{CASES.get(name, name)}: {r['to_min_put']['rps']:.2f} of the "
+                             f"minimal project's quorum write (req/s), CPU "
+                             f"{r['to_min_put']['cpu'] or 0:.2f}x")
+        lines.append("")
     for t in report["targets"]:
         if "min_ratio_to_minimal" in t:
             got = "-" if t["ratio_to_minimal"] is None else f"{t['ratio_to_minimal']:.2f}"

@@ -1,11 +1,16 @@
-"""django-prometheus's request metrics, recorded at less cost per request.
+"""django-prometheus's request metrics that something reads, recorded at less cost per request.
 
-The two middlewares update the very metrics of django_prometheus.middleware.Metrics (same names,
-labels, buckets and meaning, so dashboards and alert rules keep working), as its
-PrometheusBeforeMiddleware and PrometheusAfterMiddleware do, with three differences in cost only:
-each labelled child is looked up once per process instead of through ``labels()`` on every
-request, the request's headers are read from ``META`` instead of building ``request.headers``,
-and they are plain middleware callables, without MiddlewareMixin's hook dispatch.
+The dashboards and alert rules (roles/prometheus_grafana) read two of the 19 series
+django-prometheus's middlewares update: ``django_http_responses_total_by_status`` (request
+rate, 5xx ratio) and ``django_http_requests_latency_seconds_by_view_method`` (latency
+quantiles). Those two, and the three that move only on an exception or a request without a
+start time, are registered here from django-prometheus's own definitions (``Metrics.register``:
+the same names, documentation, labels and buckets) and updated as its PrometheusAfterMiddleware
+updates them; the others (requests by method, transport, view; body sizes; charset, template
+name; the "before middlewares" counters and histogram) are not registered, so /metrics shows no
+series that nothing updates. Two updates per request instead of 13 (each a lock and a pid
+check in multiprocess mode). Each labelled child is looked up once per process, not through
+``labels()`` on every request.
 """
 
 from __future__ import annotations
@@ -14,9 +19,28 @@ from timeit import default_timer
 
 from django_prometheus.middleware import Metrics
 
-_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "TRACE", "OPTIONS", "CONNECT",
-                      "PATCH"))
+# the attributes of django_prometheus.middleware.Metrics this module registers and updates
+KEPT = frozenset(("responses_by_status", "requests_latency_by_view_method",
+                  "requests_unknown_latency", "exceptions_by_type", "exceptions_by_view"))
 _MAX_CHILDREN = 10000  # label values come from requests: bound the cache (prometheus keeps all)
+
+
+class HttpMetrics(Metrics):
+    """django-prometheus's Metrics, with only the KEPT attributes registered (the others None)."""
+
+    _instance = None
+    _names = {  # metric name -> attribute, as django_prometheus.middleware.Metrics.register
+        "django_http_responses_total_by_status": "responses_by_status",
+        "django_http_requests_latency_seconds_by_view_method": "requests_latency_by_view_method",
+        "django_http_requests_unknown_latency_total": "requests_unknown_latency",
+        "django_http_exceptions_total_by_type": "exceptions_by_type",
+        "django_http_exceptions_total_by_view": "exceptions_by_view",
+    }
+
+    def register_metric(self, metric_cls, name, documentation, labelnames=(), **kwargs):
+        if self._names.get(name) not in KEPT:
+            return None
+        return super().register_metric(metric_cls, name, documentation, labelnames, **kwargs)
 
 
 class _Children:
@@ -35,37 +59,15 @@ class _Children:
         return child
 
 
-class PrometheusBeforeMiddleware:
-    """Counts requests and responses and observes the latency including every middleware."""
-
-    def __init__(self, get_response):
-        self.get_response = get_response
-        m = Metrics.get_instance()
-        self.requests_total = m.requests_total
-        self.responses_total = m.responses_total
-        self.latency = m.requests_latency_before
-
-    def __call__(self, request):
-        self.requests_total.inc()
-        started = default_timer()
-        response = self.get_response(request)
-        self.responses_total.inc()
-        self.latency.observe(default_timer() - started)
-        return response
-
-
 class PrometheusAfterMiddleware:
-    """Requests by method, transport and view, responses by status, charset, template and size,
-    the latency by view and method, exceptions by type and view."""
+    """Responses by status, the latency by view and method (of the view and the middlewares
+    inside this one), exceptions by type and view: django-prometheus's PrometheusAfterMiddleware
+    for those series."""
 
     def __init__(self, get_response):
         self.get_response = get_response
-        self.m = Metrics.get_instance()
+        self.m = HttpMetrics.get_instance()
         self.children = _Children()
-
-    @staticmethod
-    def _method(request) -> str:
-        return request.method if request.method in _METHODS else "<invalid method>"
 
     @staticmethod
     def _view_name(request) -> str:
@@ -75,28 +77,10 @@ class PrometheusAfterMiddleware:
         return "<unnamed view>"
 
     def __call__(self, request):
-        m, child = self.m, self.children.get
-        method = self._method(request)
-        transport = "https" if request.is_secure() else "http"
-        child(m.requests_by_method, method).inc()
-        child(m.requests_by_transport, transport).inc()
-        meta = request.META
-        if meta.get("HTTP_X_REQUESTED_WITH") == "XMLHttpRequest":
-            m.requests_ajax.inc()
-        m.requests_body_bytes.observe(int(meta.get("CONTENT_LENGTH") or 0))
         request.prometheus_after_middleware_event = default_timer()
         response = self.get_response(request)
-        view = self._view_name(request)
-        status = str(response.status_code)
-        child(m.responses_by_status, status).inc()
-        child(m.responses_by_status_view_method, status, view, method).inc()
-        if hasattr(response, "charset"):
-            child(m.responses_by_charset, str(response.charset)).inc()
-        if getattr(response, "streaming", False):
-            m.responses_streaming.inc()
-        else:
-            m.responses_body_bytes.observe(len(response.content))
-        self._observe_latency(request, view)
+        self.children.get(self.m.responses_by_status, str(response.status_code)).inc()
+        self._observe_latency(request, self._view_name(request))
         return response
 
     def _observe_latency(self, request, view: str) -> None:
@@ -106,21 +90,6 @@ class PrometheusAfterMiddleware:
         else:
             self.children.get(self.m.requests_latency_by_view_method, view,
                               request.method).observe(default_timer() - started)
-
-    def process_view(self, request, view_func, view_args, view_kwargs):
-        match = getattr(request, "resolver_match", None)
-        if match is not None:
-            self.children.get(self.m.requests_by_view_transport_method,
-                              match.view_name or "<unnamed view>",
-                              "https" if request.is_secure() else "http",
-                              self._method(request)).inc()
-
-    def process_template_response(self, request, response):
-        # DRF's Response is a template response (template_name None): counted as templatename
-        # "None", as django-prometheus does
-        if hasattr(response, "template_name"):
-            self.children.get(self.m.responses_by_templatename, str(response.template_name)).inc()
-        return response
 
     def process_exception(self, request, exception):
         self.children.get(self.m.exceptions_by_type, type(exception).__name__).inc()

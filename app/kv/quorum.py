@@ -37,6 +37,9 @@ from .watchdog import WATCHDOG
 log = logging.getLogger("kv.quorum")
 
 WRITE_SQL = "SELECT * FROM kv_write(%s, %s, %s::jsonb, %s, %s::bigint[], %s, %s)"
+# COMMIT and the WAL position for the session token in one round trip: the position is read
+# after the commit record, and an error anywhere in it is a failure during COMMIT (unknown).
+COMMIT_SQL = "COMMIT; SELECT pg_current_wal_lsn()::text"
 CANCELLED_WAIT = "canceling wait for synchronous replication"
 
 
@@ -229,7 +232,8 @@ def write(op: str, key: str, value_json: str | None, cond: str, versions: list[i
     ``op`` put|delete; ``cond`` none|match|match_any|none_match|create; ``level`` quorum|one.
 
     Everything from here on runs under the write's deadline (kv.watchdog): the node states,
-    the connection check, the statement, COMMIT and the session token's query.
+    the connection check, the statement, and COMMIT with the session token's query (two round
+    trips to the primary in all).
     """
     deadline = WATCHDOG.arm(settings.KV["WRITE_TIMEOUT"])
     try:
@@ -273,7 +277,8 @@ def _write(deadline, op: str, key: str, value_json: str | None, cond: str, versi
             if deadline.fired:
                 raise WriteDeadline  # too late to commit: do not
             committing = True
-            cur.execute("COMMIT")
+            cur.execute(COMMIT_SQL)
+            lsn = cur.fetchone()[0]
         fired = deadline.fired  # when COMMIT returned
         notices = list(raw.notices)
     except (DatabaseError, WriteDeadline) as exc:
@@ -326,13 +331,7 @@ def _write(deadline, op: str, key: str, value_json: str | None, cond: str, versi
     metrics.count(mop, level, "ok")
     token = None
     if status == "ok" and not fired:
-        try:
-            with conn.cursor() as cur:
-                cur.execute("SELECT pg_current_wal_lsn()::text")
-                token = format_session_token(split_version(version)[0],
-                                             parse_lsn(cur.fetchone()[0]))
-        except DatabaseError as exc:
-            _node_failed(primary, "session token", level, exc)
+        token = format_session_token(split_version(version)[0], parse_lsn(lsn))
     return WriteResult(status, version, bool(created), token, primary)
 
 

@@ -33,9 +33,9 @@ INSTALLED_APPS = [
     "kv",
 ]
 
-# kv.httpmetrics: django-prometheus's request metrics (same series), at less cost per request.
+# kv.httpmetrics: the django-prometheus request metrics that dashboards and alerts read (same
+# series as django-prometheus's PrometheusAfterMiddleware), at less cost per request.
 MIDDLEWARE = [
-    "kv.httpmetrics.PrometheusBeforeMiddleware",
     "kv.middleware.RequestContextMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.middleware.common.CommonMiddleware",
