@@ -40,6 +40,18 @@ def parse_bool(value: str | None, default: bool = False) -> bool:
     raise ImproperlyConfigured(f"not a boolean: {value!r} (use true/false)")
 
 
+def parse_access_log(value: str) -> bool | str:
+    """KV_ACCESS_LOG: ``errors`` (a 4xx or 5xx answer, or a slow one), true (every request),
+    false (none)."""
+    if value.strip().lower() == "errors":
+        return "errors"
+    try:
+        return parse_bool(value)
+    except ImproperlyConfigured:
+        raise ImproperlyConfigured(f"KV_ACCESS_LOG: not errors, true or false: {value!r}") \
+            from None
+
+
 def parse_nodes(spec: str) -> list[Node]:
     """Parse ``"pg1=10.0.0.11:5432,pg2=10.0.0.12:5432"`` (IPv6: ``pg1=[::1]:5432``).
 

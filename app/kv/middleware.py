@@ -1,4 +1,5 @@
-"""Request id, X-KV-Instance, one ECS access log line per request, JSON for stray errors."""
+"""Request id, X-KV-Instance, an ECS access log line (every request, or only the failed and the
+slow ones: KV_ACCESS_LOG), JSON for stray errors."""
 
 from __future__ import annotations
 
@@ -23,6 +24,10 @@ class RequestContextMiddleware:
         self.get_response = get_response
         self.instance = settings.KV["INSTANCE"]
         self.access = settings.KV["ACCESS_LOG"]
+        # "errors": only a 4xx/5xx answer (a quorum failure is a 503) or one slower than this;
+        # nginx logs every request with the same request id
+        self.every = self.access is True
+        self.slow_ns = int(settings.KV.get("ACCESS_LOG_SLOW", 0.5) * 1e9)
 
     def __call__(self, request):
         started = time.perf_counter_ns()
@@ -36,7 +41,9 @@ class RequestContextMiddleware:
             response["X-KV-Instance"] = self.instance
             response["X-Request-ID"] = rid
             if self.access:
-                self._log(request, response, time.perf_counter_ns() - started)
+                took = time.perf_counter_ns() - started
+                if self.every or response.status_code >= 400 or took >= self.slow_ns:
+                    self._log(request, response, took)
             return response
         finally:
             request_id.reset(reset)

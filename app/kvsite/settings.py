@@ -14,6 +14,7 @@ from kv.config import (
     env_int,
     env_list,
     env_str,
+    parse_access_log,
     parse_bool,
     parse_nodes,
 )
@@ -116,7 +117,8 @@ KV = {
     "LIST_MAX_LIMIT": env_int("KV_LIST_MAX_LIMIT", 1000, minimum=1),
     "INSTANCE": env_str("KV_INSTANCE") or default_instance(),
     "BENCH_BARE_VIEW": parse_bool(env_str("KV_BENCH_BARE_VIEW", "false")),
-    "ACCESS_LOG": parse_bool(env_str("KV_ACCESS_LOG", "true")),
+    "ACCESS_LOG": parse_access_log(env_str("KV_ACCESS_LOG", "errors")),
+    "ACCESS_LOG_SLOW": env_float("KV_ACCESS_LOG_SLOW", 0.5),
 }
 # The balancer's health checks and Prometheus address an instance by its own address: accept
 # the host part of KV_INSTANCE and KV_BIND_ADDRESS without listing them again.
