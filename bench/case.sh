@@ -1,7 +1,8 @@
 #!/bin/bash
 # One case of playbooks/benchmark.yml on the client host: wrk for WARMUP seconds (connections
 # opened, caches and database connections of every instance warm; figures kept apart as
-# BENCH_WARMUP_JSON, their errors still count), then the measured run (BENCH_JSON).
+# BENCH_WARMUP_JSON, their errors still count), then the measured run (BENCH_JSON) and its
+# start and end time (BENCH_TIME).
 #   case.sh WARMUP DURATION THREADS CONNECTIONS TIMEOUT URL -- <kv.lua arguments>
 # The bearer token comes from the environment (KV_BENCH_TOKEN), never from the command line.
 set -euo pipefail
@@ -19,4 +20,8 @@ if [ "$warmup" -gt 0 ]; then
   out=$(run "$warmup" "$@")
   grep '^BENCH_JSON ' <<<"$out" | sed 's/^BENCH_JSON /BENCH_WARMUP_JSON /'
 fi
+start=$(date +%s.%N)
 run "$duration" "$@"
+# the measured run's wall-clock span: the app hosts' CPU samples (bench/cpu_sampler.py) are
+# taken over it
+echo "BENCH_TIME {\"start\":$start,\"end\":$(date +%s.%N)}"
