@@ -32,6 +32,8 @@ def raw(*, quorum_rps=(700, 690, 710), warm_errors=0, ceiling=(900, 1100, 1000))
     cases = []
     for rnd in range(3):
         cases += [
+            case("lb", "minimal", "get", "", 3, 1100, rnd),
+            case("lb", "minimal", "put", "", 3, 600, rnd),
             case("lb", "bare", "get", "", 3, ceiling[rnd], rnd),
             case("lb", "kv", "get", "one", 3, (850, 800, 900)[rnd], rnd),
             case("lb", "kv", "get", "quorum", 3, quorum_rps[rnd], rnd),
@@ -51,13 +53,13 @@ def run_of(summary, name, n):
     return next(c for c in summary["cases"] if c["case"] == name and c["instances_per_host"] == n)
 
 
-def by_name(summary):
-    return {t["case"]: t for t in summary["targets"]}
+def by_name(summary, kind="min_ratio_to_ceiling"):
+    return {t["case"]: t for t in summary["targets"] if kind in t or "requirement" in t}
 
 
 def test_one_row_per_case_with_the_median_of_its_rounds():
     s = report.summarize(raw())
-    assert len(s["cases"]) == 8
+    assert len(s["cases"]) == 10
     ceiling = run_of(s, "lb bare get", 3)
     assert ceiling["rounds"] == 3 and ceiling["runs_rps"] == [900.0, 1100.0, 1000.0]
     assert ceiling["rps"] == 1000.0
@@ -101,8 +103,8 @@ def test_errors_during_the_warm_up_count():
 
 def test_errors_of_any_round_count():
     r = raw()
-    r["cases"][7]["wrk"] = wrk(8500, non2xx=1, statuses={"502": 1})  # round 1, lb get r=one
-    r["cases"][16]["wrk"] = wrk(12000, timeouts=3)  # round 2, direct bare get
+    r["cases"][11]["wrk"] = wrk(8500, non2xx=1, statuses={"502": 1})  # round 1, lb get r=one
+    r["cases"][22]["wrk"] = wrk(12000, timeouts=3)  # round 2, direct bare get
     s = report.summarize(r)
     t = by_name(s)["every case"]
     assert not t["met"]
@@ -113,6 +115,60 @@ def test_errors_of_any_round_count():
 
 def test_table_says_which_targets_are_missed():
     text = report.table(report.summarize(raw(quorum_rps=(590, 600, 580))))
-    assert "lb get r=quorum >= 60% of the ceiling: 0.59 -> NOT met" in text
-    assert "lb get r=one >= 80% of the ceiling: 0.85 -> met" in text
+    assert "lb get r=quorum >= 60% of the bare view: 0.59 -> NOT met" in text
+    assert "lb get r=one >= 80% of the bare view: 0.85 -> met" in text
+    assert "lb get r=quorum >= 60% of the minimal project: 0.536 -> NOT met" in text
+    assert "lb put w=quorum >= 35% of the minimal project: 0.455 -> met" in text
     assert "900 1100 1000" in text
+
+
+def test_ratios_and_targets_against_the_minimal_project():
+    s = report.summarize(raw())
+    assert run_of(s, "lb minimal get", 3)["ratio_to_minimal"] == pytest.approx(1.0)
+    assert run_of(s, "lb get r=one", 3)["ratio_to_minimal"] == pytest.approx(850 / 1100, abs=1e-3)
+    assert run_of(s, "lb minimal put", 3)["ratio_to_minimal"] == pytest.approx(600 / 1100, abs=1e-3)
+    t = by_name(s, "min_ratio_to_minimal")
+    assert t["lb get r=one"]["met"] and t["lb get r=quorum"]["met"] and t["lb put w=quorum"]["met"]
+    assert t["lb put w=quorum"]["ratio_to_minimal"] == pytest.approx(500 / 1100, abs=1e-3)
+    low = by_name(report.summarize(raw(quorum_rps=(590, 600, 580))), "min_ratio_to_minimal")
+    assert not low["lb get r=quorum"]["met"]
+
+
+def test_cpu_per_request_from_the_samples_over_each_run():
+    r = raw()
+    # two app hosts sampled every second from t=100: kv CPU grows 0.5 s/s on app1 and 0.25 s/s
+    # on app2, the minimal project's 0.1 s/s on each
+    r["cpu_samples"] = {
+        h: "\n".join(f"{100 + i} {i * rate:.2f} {i * 0.1:.2f}" for i in range(60))
+        for h, rate in (("app1", 0.5), ("app2", 0.25))}
+    r["meta"]["direct_host"] = "app1"
+    for c in r["cases"]:
+        c["time"] = {"start": 110.5, "end": 120.5}  # 10 s, between samples
+    s = report.summarize(r)
+    one = run_of(s, "lb get r=one", 3)  # (0.5 + 0.25) x 10 s per round, 3 rounds
+    assert one["cpu_ms_per_request"] == pytest.approx(3 * 7.5 * 1000 / one["requests"], rel=1e-3)
+    direct = run_of(s, "direct get r=one", 3)  # app1 only
+    assert direct["cpu_ms_per_request"] == pytest.approx(3 * 5.0 * 1000 / direct["requests"],
+                                                         rel=1e-3)
+    minimal = run_of(s, "lb minimal get", 3)  # the minimal project's column, both hosts
+    assert minimal["cpu_ms_per_request"] == pytest.approx(3 * 2.0 * 1000 / minimal["requests"],
+                                                          rel=1e-3)
+    assert one["cpu_ratio_to_minimal"] == pytest.approx(
+        one["cpu_ms_per_request"] / minimal["cpu_ms_per_request"], rel=1e-2)
+    # a run outside the samples: no figure rather than a wrong one
+    r["cases"][0]["time"] = {"start": 500.0, "end": 510.0}
+    assert run_of(report.summarize(r), "lb minimal get", 3)["cpu_ms_per_request"] is None
+
+
+def test_cpu_sampler_line_format(tmp_path):
+    spec = importlib.util.spec_from_file_location("cpu_sampler", ROOT / "bench" / "cpu_sampler.py")
+    sampler = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sampler)
+    out = tmp_path / "cpu.txt"
+    assert sampler.main(["cpu_sampler.py", str(out), "0.05", "0.12"]) == 0
+    rows = report.parse_samples(out.read_text())
+    assert len(rows) >= 2 and all(len(r) == 3 for r in rows)
+    assert rows[0][0] <= rows[-1][0]
+    (tmp_path / "cpu.txt.stop").touch()  # the stop file ends it at once
+    assert sampler.main(["cpu_sampler.py", str(out), "0.05", "30"]) == 0
+    assert len(report.parse_samples(out.read_text())) == len(rows)
