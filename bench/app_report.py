@@ -6,9 +6,10 @@ round in, throughput, p50, p99, CPU per request and their ratios to the two ceil
 
 WORK holds ``<case>.<round>.wrk`` (wrk --latency output) and ``<case>.<round>.cpu`` (CPU seconds
 the serving gunicorn, master and workers, spent during that round) and, optionally,
-``<case>.<round>.pgcpu`` (CPU seconds of the PostgreSQL servers, every process, in that round). Ceilings: ``minimal``, a
-minimal Django project (bench/minimal) on the same gunicorn and database, and ``bare``, a bare
-view inside the app (the app's whole stack around the same lookup).
+``<case>.<round>.pgcpu`` (CPU seconds of the PostgreSQL servers, every process, in that round).
+Ceilings: ``minimal``, a minimal Django project (bench/minimal) on the same gunicorn and
+database, and ``bare``, a bare view inside the app (the app's whole stack around the same
+lookup); ``min_put``, the minimal project's quorum write, is the most a write can get.
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import sys
+from itertools import pairwise
 from statistics import median
 
 # (case at the full instance count through the balancer, minimum ratio to the app's bare view)
@@ -62,7 +63,7 @@ def parse_samples(text: str) -> list[tuple[float, float, float]]:
 
 def _at(rows: list[tuple], t: float, col: int) -> float | None:
     """The column's value at time ``t``, linear between the two samples around it."""
-    for a, b in zip(rows, rows[1:], strict=False):
+    for a, b in pairwise(rows):
         if a[0] <= t <= b[0]:
             if b[0] == a[0]:
                 return a[col]

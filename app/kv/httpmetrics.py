@@ -22,6 +22,14 @@ from django_prometheus.middleware import Metrics
 # the attributes of django_prometheus.middleware.Metrics this module registers and updates
 KEPT = frozenset(("responses_by_status", "requests_latency_by_view_method",
                   "requests_unknown_latency", "exceptions_by_type", "exceptions_by_view"))
+# metric name (as django_prometheus.middleware.Metrics.register passes it) -> attribute
+_ATTRIBUTE = {
+    "django_http_responses_total_by_status": "responses_by_status",
+    "django_http_requests_latency_seconds_by_view_method": "requests_latency_by_view_method",
+    "django_http_requests_unknown_latency_total": "requests_unknown_latency",
+    "django_http_exceptions_total_by_type": "exceptions_by_type",
+    "django_http_exceptions_total_by_view": "exceptions_by_view",
+}
 _MAX_CHILDREN = 10000  # label values come from requests: bound the cache (prometheus keeps all)
 
 
@@ -29,16 +37,9 @@ class HttpMetrics(Metrics):
     """django-prometheus's Metrics, with only the KEPT attributes registered (the others None)."""
 
     _instance = None
-    _names = {  # metric name -> attribute, as django_prometheus.middleware.Metrics.register
-        "django_http_responses_total_by_status": "responses_by_status",
-        "django_http_requests_latency_seconds_by_view_method": "requests_latency_by_view_method",
-        "django_http_requests_unknown_latency_total": "requests_unknown_latency",
-        "django_http_exceptions_total_by_type": "exceptions_by_type",
-        "django_http_exceptions_total_by_view": "exceptions_by_view",
-    }
 
     def register_metric(self, metric_cls, name, documentation, labelnames=(), **kwargs):
-        if self._names.get(name) not in KEPT:
+        if _ATTRIBUTE.get(name) not in KEPT:
             return None
         return super().register_metric(metric_cls, name, documentation, labelnames, **kwargs)
 
