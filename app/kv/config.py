@@ -41,14 +41,14 @@ def parse_bool(value: str | None, default: bool = False) -> bool:
 
 
 def parse_access_log(value: str) -> bool | str:
-    """KV_ACCESS_LOG: ``errors`` (a 4xx or 5xx answer, or a slow one), true (every request),
-    false (none)."""
-    if value.strip().lower() == "errors":
-        return "errors"
+    """KV_ACCESS_LOG: ``writes`` (every write, and every read answered 4xx/5xx or slowly), true
+    (every request), false (none)."""
+    if value.strip().lower() == "writes":
+        return "writes"
     try:
         return parse_bool(value)
     except ImproperlyConfigured:
-        raise ImproperlyConfigured(f"KV_ACCESS_LOG: not errors, true or false: {value!r}") \
+        raise ImproperlyConfigured(f"KV_ACCESS_LOG: not writes, true or false: {value!r}") \
             from None
 
 

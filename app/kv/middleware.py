@@ -1,5 +1,5 @@
-"""Request id, X-KV-Instance, an ECS access log line (every request, or only the failed and the
-slow ones: KV_ACCESS_LOG), JSON for stray errors."""
+"""Request id, X-KV-Instance, an ECS access log line (every request, or every write and the
+failed and slow reads: KV_ACCESS_LOG), JSON for stray errors."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from .logjson import request_id
 access_log = logging.getLogger("kv.access")
 error_log = logging.getLogger("kv.errors")
 _RID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_READS = frozenset(("GET", "HEAD", "OPTIONS"))
 
 
 class RequestContextMiddleware:
@@ -24,8 +25,9 @@ class RequestContextMiddleware:
         self.get_response = get_response
         self.instance = settings.KV["INSTANCE"]
         self.access = settings.KV["ACCESS_LOG"]
-        # "errors": only a 4xx/5xx answer (a quorum failure is a 503) or one slower than this;
-        # nginx logs every request with the same request id
+        # "writes": every write (an audit trail with the token's name, which nginx does not
+        # know), and a read only when answered 4xx/5xx (a quorum failure is a 503) or slower
+        # than this; nginx logs every request with the same request id
         self.every = self.access is True
         self.slow_ns = int(settings.KV.get("ACCESS_LOG_SLOW", 0.5) * 1e9)
 
@@ -42,7 +44,8 @@ class RequestContextMiddleware:
             response["X-Request-ID"] = rid
             if self.access:
                 took = time.perf_counter_ns() - started
-                if self.every or response.status_code >= 400 or took >= self.slow_ns:
+                if (self.every or request.method not in _READS or response.status_code >= 400
+                        or took >= self.slow_ns):
                     self._log(request, response, took)
             return response
         finally:

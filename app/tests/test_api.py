@@ -177,16 +177,20 @@ def test_request_id_is_echoed(client):
     assert r["X-Request-ID"] != "bad id\n" and len(r["X-Request-ID"]) == 32
 
 
-def test_access_log_by_default_only_for_failed_and_slow_requests(caplog):
+def test_access_log_by_default_for_writes_and_failed_or_slow_reads(caplog):
     from django.conf import settings
     from django.test import override_settings
 
     caplog.set_level("INFO", logger="kv.access")
-    assert settings.KV["ACCESS_LOG"] == "errors"  # the default (KV_ACCESS_LOG unset)
+    assert settings.KV["ACCESS_LOG"] == "writes"  # the default (KV_ACCESS_LOG unset)
     key = unique()
     rw = make_client("rw")
-    assert rw.put(f"/api/kv/{key}", {"value": 1},
+    assert rw.put(f"/api/kv/{key}?w=quorum", {"value": 1},
                   content_type="application/json").status_code == 201
+    lines = [r for r in caplog.records if r.name == "kv.access"]
+    assert [(r.ecs["http.request.method"], r.ecs["http.response.status_code"], r.ecs["kv.level"])
+            for r in lines] == [("PUT", 201, "quorum")]
+    assert lines[0].ecs["user.name"] and "event.duration" in lines[0].ecs
     caplog.clear()
     assert rw.get(f"/api/kv/{key}?r=primary").status_code == 200
     assert rw.get("/healthz").status_code == 200
@@ -196,7 +200,7 @@ def test_access_log_by_default_only_for_failed_and_slow_requests(caplog):
     lines = [r for r in caplog.records if r.name == "kv.access"]
     assert [r.ecs["http.response.status_code"] for r in lines] == [404, 401]
     assert lines[0].ecs["kv.level"] == "primary" and lines[0].ecs["user.name"]
-    for mode, slow in (("errors", 0.0), (True, 0.5)):  # a slow request; every request
+    for mode, slow in (("writes", 0.0), (True, 0.5)):  # a slow read; every request
         caplog.clear()
         with override_settings(KV={**settings.KV, "ACCESS_LOG": mode, "ACCESS_LOG_SLOW": slow}):
             assert make_client("rw").get(f"/api/kv/{key}?r=primary").status_code == 200
