@@ -7,6 +7,7 @@ timeout; traffic goes only to the lab's containers. Every fault heals in a ``fin
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import dataclasses
 import datetime
@@ -20,6 +21,7 @@ import subprocess
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,6 +111,7 @@ class Lab:
     reader: str | None
     addresses: dict[str, str]
     app_ports: tuple[int, ...] = (8000, 8001, 8002)
+    _ttl: float | None = None
 
     @classmethod
     def from_repo(cls) -> Lab:
@@ -208,6 +211,20 @@ class Lab:
                 last = f"{type(exc).__name__}: {exc}"
             time.sleep(1)
         raise TimeoutError(f"the cluster is not healthy after {timeout:.0f}s {why}: {last}")
+
+    def patroni_ttl(self) -> float:
+        """Patroni's ttl from its dynamic configuration (asked on a PostgreSQL host)."""
+        if self._ttl is None:
+            last = ""
+            for host in sorted(self.cluster()["nodes"]):
+                p = dexec(host, "patronictl", "show-config", timeout=30, check=False)
+                if p.returncode == 0:
+                    self._ttl = float((yaml.safe_load(p.stdout) or {}).get("ttl", 30))
+                    break
+                last = f"{host}: {(p.stdout + p.stderr).strip()[-300:]}"
+            else:
+                raise RuntimeError(f"patronictl show-config failed on every node: {last}")
+        return self._ttl
 
     def wait_instances(self, host: str, timeout: float = 90) -> None:
         deadline = time.monotonic() + timeout
@@ -325,6 +342,7 @@ class Recorder:
         op["elapsed"] = op["end"] - op["start"]
         op["status"] = r.status_code
         op["instance"] = r.headers.get("X-KV-Instance")
+        op["node"] = r.headers.get("X-KV-Node")  # the primary that took the write
         body = _json(r)
         if kind == "delete" and r.status_code in (204, 404):
             op["outcome"] = "ok"
@@ -486,14 +504,25 @@ class Fault:
     min_hold: Callable[[Workload], float] | None = None
     min_warmup: float = 2.0  # the baseline is measured in the warm-up, after its first second
     one_max_lag: float | None = None  # r=one reads send max_lag during this fault's run
+    # hold at least Patroni's ttl + this (seconds): faults whose outcome needs the leader key to
+    # expire; ``hold_below_ttl``: at most ttl - this, faults that must not cause a failover
+    hold_past_ttl: float | None = None
+    hold_below_ttl: float | None = None
+    # after the final reads: the fault's own findings that fail the test (a list of sentences)
+    check: Callable[[Lab, dict, list[dict]], list[str]] | None = None
+
+
+# Patroni runs PostgreSQL: stopping its unit makes it stop PostgreSQL cleanly (fast shutdown) and
+# starting it starts PostgreSQL again as what the cluster needs (a standby of the leader).
+PATRONI_UNIT = "patroni"
 
 
 def _stop_pg(host: str) -> None:
-    dexec(host, "systemctl", "stop", "postgresql@15-main", timeout=60)
+    dexec(host, "systemctl", "stop", PATRONI_UNIT, timeout=90)
 
 
 def _start_pg(host: str) -> None:
-    dexec(host, "systemctl", "start", "postgresql@15-main", timeout=90)
+    dexec(host, "systemctl", "start", PATRONI_UNIT, timeout=90)
 
 
 def one_standby_stopped() -> Fault:
@@ -605,60 +634,19 @@ def app_host_stopped() -> Fault:
     return Fault("app_host_stopped", inject, heal, independent_reads=READ_LEVELS)
 
 
-def primary_killed_failover() -> Fault:
-    def inject(lab: Lab, ctx: dict) -> None:
-        for name in ("failover.yml", "rejoin.yml"):
-            if not (ROOT / "playbooks" / name).is_file():
-                raise FileNotFoundError(f"playbooks/{name} is missing: not killing the primary")
-        ctx["old_primary"] = lab.primary()
-        ctx["killed_at"] = time.monotonic()
-        dexec(ctx["old_primary"], "systemctl", "kill", "-s", "KILL", "postgresql@15-main")
-        ctx["killed"] = True
-        t0 = time.monotonic()
-        playbook("failover.yml", timeout=600)
-        ctx["failover_seconds"] = round(time.monotonic() - t0, 1)
-
-    def heal(lab: Lab, ctx: dict) -> None:
-        if not ctx.get("killed"):
-            return
-        t0 = time.monotonic()
-        playbook("rejoin.yml", timeout=900)
-        ctx["rejoin_seconds"] = round(time.monotonic() - t0, 1)
-        c = lab.wait_healthy(timeout=180, why="after the old primary rejoined")
-        ctx["new_primary"] = c["primary"]
-        old = c["nodes"].get(ctx["old_primary"], {})
-        if (c["primary"] == ctx["old_primary"] or old.get("role") != "standby"
-                or not old.get("eligible")):
-            raise RuntimeError(f"the old primary did not rejoin as a healthy standby: {old}")
-
-    def restore(lab: Lab, ctx: dict) -> None:
-        """Switch back to the old primary (a planned switchover, no data loss), so that what
-        runs next finds the inventory's topology. KV_CHAOS_SWITCH_BACK=0 keeps the new one."""
-        if not ctx.get("killed") or os.environ.get("KV_CHAOS_SWITCH_BACK", "1") == "0":
-            return
-        if lab.primary() == ctx["old_primary"]:
-            return
-        t0 = time.monotonic()
-        playbook("switchover.yml", timeout=900, extra=["-e", f"switchover_to={ctx['old_primary']}"])
-        ctx["switch_back_seconds"] = round(time.monotonic() - t0, 1)
-        c = lab.wait_healthy(timeout=180, why="after switching back")
-        if c["primary"] != ctx["old_primary"]:
-            raise RuntimeError(f"switching back left {c['primary']} as the primary")
-
-    return Fault("primary_killed_failover", inject, heal, primary_stable=False,
-                 heal_timeout=1200, restore=restore)
-
-
-# Freezing: SIGSTOP to every process of the PostgreSQL unit (systemd sends it to the whole
-# cgroup, the postmaster and every backend, walsender and walreceiver included). It models a
-# server that hangs (a stalled disk, a process stuck in the kernel) on a host that is otherwise
-# alive: the kernel still completes TCP handshakes into the listen backlog and acknowledges
-# data on open connections, the server never answers. `docker pause` freezes the same way
-# (cgroup freezer) but takes the whole host with it, its systemd and docker exec included, so
-# healing would depend on the harness reaching `docker unpause`; with SIGSTOP the container
-# stays manageable and a transient systemd timer inside it thaws the server on its own if the
-# harness dies before its `finally`.
-PG_UNIT = "postgresql@15-main"
+# Freezing: SIGSTOP to every PostgreSQL process of a node (the postmaster and every backend,
+# walsender and walreceiver included; `pkill -x postgres` matches their comm, never Patroni's).
+# Patroni keeps running: this models a database server that hangs (a stalled disk, a process
+# stuck in the kernel) on a host that is otherwise alive, the case the app must ride out, and
+# leaves Patroni to react as it would to a hung server (its queries block, it cannot renew the
+# leader key). The kernel still completes TCP handshakes into the listen backlog and acknowledges
+# data on open connections; the server never answers. Freezing the whole host, Patroni included,
+# is `primary_host_frozen` (docker pause). The freeze of the primary is held below Patroni's ttl,
+# so no leader election starts and the checker may hold the primary stable; a longer one is a
+# failover, which the faults after it cover. `docker exec` still reaches the host to thaw it,
+# and a transient systemd timer inside it sends the SIGCONT by itself if the harness dies before
+# its `finally`.
+PG_COMM = "postgres"
 
 
 def _backstop(host: str, seconds: float, *cmd: str) -> str:
@@ -675,17 +663,27 @@ def _cancel_backstop(host: str, unit: str | None) -> None:
         dexec(host, "systemctl", "stop", f"{unit}.timer", timeout=20, check=False)
 
 
+def _signal_pg(host: str, signal: str) -> bool:
+    """``signal`` to every PostgreSQL process of ``host``; False when none was running."""
+    p = dexec(host, "pkill", f"-{signal}", "-x", PG_COMM, timeout=20, check=False)
+    if p.returncode not in (0, 1):  # pkill: 1 is "no process matched"
+        raise RuntimeError(f"{host}: pkill -{signal} -x {PG_COMM} exited {p.returncode}: "
+                           f"{p.stderr.strip()}")
+    return p.returncode == 0
+
+
 def _freeze_pg(host: str, ctx: dict, hold: float) -> None:
-    ctx["backstop"] = _backstop(host, hold + 120, "/bin/systemctl", "kill", "-s", "SIGCONT",
-                                PG_UNIT)
+    ctx["backstop"] = _backstop(host, hold + 120, "/usr/bin/pkill", "-CONT", "-x", PG_COMM)
     ctx["frozen"] = host
-    dexec(host, "systemctl", "kill", "-s", "SIGSTOP", PG_UNIT, timeout=20)
+    if not _signal_pg(host, "STOP"):
+        raise RuntimeError(f"{host}: no {PG_COMM} process to freeze")
+    # again: a backend forked while the first pass went round is stopped by the second
+    _signal_pg(host, "STOP")
 
 
 def _thaw_pg(host: str, ctx: dict) -> None:
-    # twice: a process forked while the first SIGSTOP went round the cgroup gets its CONT too
     for _ in range(2):
-        dexec(host, "systemctl", "kill", "-s", "SIGCONT", PG_UNIT, timeout=20)
+        _signal_pg(host, "CONT")
     _cancel_backstop(host, ctx.get("backstop"))
 
 
@@ -707,7 +705,8 @@ def primary_frozen() -> Fault:
         lab.wait_healthy(why="after thawing the primary")
 
     return Fault("primary_frozen", inject, heal, independent_reads=("quorum",), targets=True,
-                 latency_target=True, min_hold=lambda wl: wl.write_timeout + 3, min_warmup=4.0)
+                 latency_target=True, min_hold=lambda wl: wl.write_timeout + 3, min_warmup=4.0,
+                 hold_below_ttl=6.0)
 
 
 def one_standby_frozen() -> Fault:
@@ -768,7 +767,40 @@ def _psql(host: str, *sql: str, check: bool = True) -> str:
     return dexec(host, *cmd, timeout=20, check=check).stdout.strip()
 
 
-RESET_APPLY_DELAY = ("ALTER SYSTEM RESET recovery_min_apply_delay", "SELECT pg_reload_conf()")
+# Patroni owns every PostgreSQL setting: it removes recovery settings from postgresql.auto.conf
+# (ALTER SYSTEM) when it writes the configuration, at every start. So the apply delay of
+# `standby_down_past_purge` goes through the member's own Patroni configuration: a copy of the
+# file is kept, the setting added with Patroni's own Python (its virtualenv has PyYAML; the
+# harness never reads the file, which holds passwords), and the copy is put back byte for byte
+# (owner and mode kept: `cp -p`, then SIGHUP, Patroni's reload) by the heal or, if the harness
+# dies, by a transient timer.
+PATRONI_CONFIG = "/etc/patroni/patroni.yml"
+# sh -c SET_APPLY_DELAY kvchaos <delay> <config>: keep <config>.kvchaos (once), add the setting
+SET_APPLY_DELAY = f"""set -eu
+exe=$(systemctl show -p ExecStart --value {PATRONI_UNIT} | sed -n 's/.*path=\\([^ ;]*\\).*/\\1/p')
+case "$(basename "$exe")" in python*) py=$exe ;; *) py=$(sed -n '1s/^#!//p' "$exe") ;; esac
+[ -f "$2.kvchaos" ] || cp -p "$2" "$2.kvchaos"
+"$py" - "$2" "$1" <<'PY'
+import sys
+import yaml
+path, delay = sys.argv[1], sys.argv[2]
+with open(path) as f:
+    config = yaml.safe_load(f)
+config.setdefault("postgresql", {{}}).setdefault("parameters", {{}})[
+    "recovery_min_apply_delay"] = delay
+with open(path, "w") as f:
+    yaml.safe_dump(config, f, default_flow_style=False)
+PY
+"""
+
+
+def reset_apply_delay(config: str = PATRONI_CONFIG) -> str:
+    """sh -c script: put the copy back, Patroni reloads (if it runs). No ``$`` in it: systemd
+    expands those in a transient unit's command line."""
+    copy = shlex.quote(f"{config}.kvchaos")
+    return (f"if [ -f {copy} ]; then cp -p {copy} {shlex.quote(config)} && rm -f {copy} && "
+            f"{{ systemctl kill -s HUP --kill-whom=main {PATRONI_UNIT} || true; }}; fi")
+
 PURGE_KEYS = 6
 PURGE_GAP = 8.0  # seconds between the standby's stop and the deletes
 PURGE_READ_SECONDS = 5.0  # reads of the deleted keys once the standby may serve reads
@@ -784,8 +816,8 @@ def standby_down_past_purge() -> Fault:
     the standby streams (and serves reads) without having replayed the deletes would mostly fall
     between two reads. It is held open as a long backlog would: the deletes come ``PURGE_GAP``
     seconds after the stop, and the standby restarts with ``recovery_min_apply_delay`` = D (set
-    with ALTER SYSTEM before the stop, so it holds from its start) exactly D + 1 s after its
-    stop: what it had before the stop is applied at once, what was committed after it is
+    in its Patroni configuration before the stop, so it holds from its start) exactly D + 1 s
+    after its stop: what it had before the stop is applied at once, what was committed after it is
     applied as it was committed, D seconds later, so the deletes only about ``PURGE_GAP`` - 1 s
     after it restarted. The delay is reset before the cluster must be healthy again."""
 
@@ -810,10 +842,9 @@ def standby_down_past_purge() -> Fault:
                 raise TimeoutError(f"{victim} did not replay {lsn} within 20s")
             time.sleep(0.2)
         ctx["delay_set"] = True
-        ctx["backstop"] = _backstop(victim, delay + 240, "/usr/sbin/runuser", "-u", "postgres",
-                                    "--", "/usr/bin/psql", "-XAtq", "-d", "postgres",
-                                    "-c", RESET_APPLY_DELAY[0], "-c", RESET_APPLY_DELAY[1])
-        _psql(victim, f"ALTER SYSTEM SET recovery_min_apply_delay = '{delay}s'")
+        ctx["backstop"] = _backstop(victim, delay + 240, "/bin/sh", "-c", reset_apply_delay())
+        dexec(victim, "sh", "-c", SET_APPLY_DELAY, "kvchaos", f"{delay}s", PATRONI_CONFIG,
+              timeout=30)
         ctx["stopped"] = True
         _stop_pg(victim)
         ctx["stopped_at"] = time.monotonic()
@@ -851,7 +882,7 @@ def standby_down_past_purge() -> Fault:
                 time.sleep(PURGE_READ_SECONDS)
         finally:
             if ctx.get("delay_set"):
-                _psql(victim, *RESET_APPLY_DELAY)
+                dexec(victim, "sh", "-c", reset_apply_delay(), timeout=30)
                 _cancel_backstop(victim, ctx.get("backstop"))
             try:
                 lab.wait_healthy(why="after starting the standby that missed the purge")
@@ -892,16 +923,620 @@ def _read_keys(rec: Recorder, keys: list[str], stop: threading.Event, deadline: 
         s.close()
 
 
+# ------------------------------------------------------------------ failover under Patroni
+#
+# These faults change the primary (or may): the harness never assumes which node it is, and the
+# lab does not go back to the old one. None runs a playbook but `switchover_under_load`, which
+# runs `playbooks/switchover.yml` because the planned switchover is what it tests. Each records
+# in ctx["kills"] when it took the primary away and the timeline then; the report derives the
+# RTO from the history (:func:`rto_seconds`).
+
+KILLS = max(1, int(env_float("KV_CHAOS_KILLS", 5)))
+# Seconds the clients write on the healthy cluster between two kills of `primary_killed`.
+BETWEEN_KILLS = 2.0
+# How long a new primary may take to acknowledge its first quorum write before the fault
+# fails (far above Patroni's ttl + its promotion; only a bound on a wait, not a target).
+NEW_PRIMARY_TIMEOUT = 120.0
+# How long an old primary (or a killed host) may take to come back as a streaming standby.
+REJOIN_TIMEOUT = 240.0
+# The app's documented 503 error codes of a write (docs/api.md, "Errors"; app/README.md).
+DOCUMENTED_503 = ("quorum_unavailable", "database_unavailable")
+# `primary_network_cut`: a docker exec probe takes up to about a second on a loaded machine, so
+# the demotion is seen up to this long after it happened.
+PROBE_SLACK = 1.0
+# w=one writes right after a frozen primary thaws, each to a key of its own.
+THAW_WRITES = 20
+
+
+def timeline_of(version: int) -> int:
+    """The PostgreSQL timeline in a version (``timeline << 40 | counter``, app/kv/consistency)."""
+    return int(version) >> 40
+
+
+def rto_seconds(history: list[dict], at: float, timeline: int) -> float | None:
+    """Seconds from ``at`` (the primary taken away, on ``timeline``) to the end of the first
+    ``w=quorum`` write acknowledged on a later timeline, i.e. by a new primary; None if none."""
+    ends = [o["end"] for o in history
+            if o["op"] == "write" and o["level"] == "quorum" and o["outcome"] == "ok"
+            and o.get("end") is not None and o.get("version") is not None
+            and o["end"] >= at and timeline_of(o["version"]) > timeline]
+    return round(min(ends) - at, 3) if ends else None
+
+
+def median(values: list[float]) -> float | None:
+    """The median (the mean of the two middle values for an even count); None when empty."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    if len(ordered) % 2:
+        return ordered[mid]
+    return (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def rto_figures(history: list[dict], kills: list[dict]) -> dict:
+    """Per kill (``{"at", "timeline", "victim"}``): its RTO; their median and maximum. A kill
+    with no new primary's quorum write after it has RTO None and counts as missing."""
+    rtos = [rto_seconds(history, k["at"], k["timeline"]) for k in kills]
+    got = [r for r in rtos if r is not None]
+    return {"rtos": rtos, "missing": len(rtos) - len(got),
+            "median": None if not got else round(median(got), 3),
+            "max": max(got) if got else None}
+
+
+def split_brain_writes(history: list[dict]) -> list[dict]:
+    """Writes acknowledged by a stale primary: an ok write (any level) on a timeline below the
+    timeline of an ok write that had already been acknowledged when it began. Once a new
+    primary has acknowledged a write, no client may get an acknowledgement from the old one."""
+    acked = sorted((o for o in history if o["op"] == "write" and o["outcome"] == "ok"
+                    and o.get("version") is not None and o.get("end") is not None),
+                   key=lambda o: o["end"])
+    newest: list[int] = []  # the highest timeline acknowledged up to each end
+    for o in acked:
+        newest.append(max(timeline_of(o["version"]), newest[-1] if newest else 0))
+    ends = [o["end"] for o in acked]
+    out = []
+    for o in acked:
+        i = bisect.bisect_left(ends, o["start"])  # acknowledged strictly before o began
+        if i and newest[i - 1] > timeline_of(o["version"]):
+            out.append(o)
+    return out
+
+
+def missing_acknowledged(history: list[dict], select: Callable[[dict], bool]) -> list[dict]:
+    """The selected ok writes whose key's final read returned an older version (or no ok final
+    read at all): acknowledged, then lost."""
+    final: dict[str, int] = {}
+    for o in history:
+        if o["op"] == "read" and o.get("final") and o["outcome"] == "ok":
+            final[o["key"]] = max(final.get(o["key"], 0), int(o.get("version") or 0))
+    return [o for o in history
+            if o["op"] == "write" and o["outcome"] == "ok" and select(o)
+            and (o["key"] not in final or final[o["key"]] < int(o["version"]))]
+
+
+def undocumented_write_failures(history: list[dict], level: str = "quorum") -> list[dict]:
+    """Writes at ``level`` that did not succeed and were not answered with one of the app's
+    documented 503s (a timeout, a cut connection, a 502/504 from the balancer, a 500)."""
+    return [o for o in history
+            if o["op"] == "write" and o["level"] == level and not o.get("final")
+            and o["outcome"] != "ok"
+            and not (o.get("status") == 503
+                     and str(o.get("error", "")).split(" ")[0] in DOCUMENTED_503)]
+
+
+def two_primaries(samples: list[dict]) -> list[dict]:
+    """Samples (``{"t", "nodes": {node: in_recovery (True/False/None: no answer)}}``) in which
+    more than one node ran as a primary."""
+    return [s for s in samples if sum(1 for v in s["nodes"].values() if v is False) > 1]
+
+
+def _in_recovery(host: str) -> bool | None:
+    """``pg_is_in_recovery()`` asked on the host itself; None when PostgreSQL does not answer."""
+    try:
+        p = dexec(host, "runuser", "-u", "postgres", "--", "psql", "-XAtq", "-d", "postgres",
+                  "-c", "SELECT pg_is_in_recovery()", timeout=8, check=False)
+    except subprocess.TimeoutExpired:
+        return None
+    out = p.stdout.strip()
+    return {"t": True, "f": False}.get(out) if p.returncode == 0 else None
+
+
+def _require_patroni(host: str) -> None:
+    p = dexec(host, "systemctl", "cat", PATRONI_UNIT, timeout=20, check=False)
+    if p.returncode != 0:
+        raise RuntimeError(f"{host} has no {PATRONI_UNIT}.service: this fault needs the lab on "
+                           "Patroni; nothing was injected")
+
+
+def _take_primary(lab: Lab, ctx: dict, how: Callable[[str], None]) -> str:
+    """Note the primary and its timeline, then take it away with ``how``."""
+    c = lab.cluster()
+    victim = c.get("primary")
+    if not victim:
+        raise RuntimeError(f"no primary to take away: {c.get('problems')}")
+    ctx.setdefault("kills", []).append({"victim": victim, "timeline": int(c["timeline"]),
+                                        "at": time.monotonic()})
+    ctx["victims"] = sorted({*ctx.get("victims", []), victim})
+    how(victim)
+    return victim
+
+
+def _kill_postgres(host: str) -> None:
+    # every PostgreSQL process at once, postmaster included; Patroni lives on
+    if not _signal_pg(host, "KILL"):
+        raise RuntimeError(f"{host}: no {PG_COMM} process to kill")
+
+
+def _wait_new_primary(rec: Recorder, kill: dict, timeout: float = NEW_PRIMARY_TIMEOUT) -> dict:
+    """Wait (bounded) until the clients' history holds a quorum write acknowledged on a
+    timeline after the kill's; returns that write."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with rec._lock:
+            ops = list(rec.history)
+        found = [o for o in ops if o["op"] == "write" and o["level"] == "quorum"
+                 and o["outcome"] == "ok" and o.get("version") is not None
+                 and o["end"] >= kill["at"] and timeline_of(o["version"]) > kill["timeline"]]
+        if found:
+            return min(found, key=lambda o: o["end"])
+        time.sleep(0.02)
+    raise TimeoutError(f"no quorum write acknowledged by a new primary within {timeout:.0f}s "
+                       f"of taking {kill['victim']} away (timeline {kill['timeline']})")
+
+
+def _wait_rejoined(lab: Lab, node: str, timeout: float = REJOIN_TIMEOUT) -> dict:
+    """The cluster healthy with ``node`` a streaming standby on the primary's timeline (by
+    itself: nothing is run on it)."""
+    deadline = time.monotonic() + timeout
+    c = lab.wait_healthy(timeout=timeout, why=f"waiting for {node} to rejoin")
+    while True:
+        view = c["nodes"].get(node, {})
+        if (c.get("primary") != node and view.get("role") == "standby"
+                and view.get("timeline") == c.get("timeline") and view.get("eligible")):
+            return c
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{node} is not a streaming standby on timeline "
+                               f"{c.get('timeline')}: {view}")
+        time.sleep(1)
+        c = lab.wait_healthy(timeout=max(1.0, deadline - time.monotonic()),
+                             why=f"waiting for {node} to rejoin")
+
+
+def _cut_network(host: str, ctx: dict) -> None:
+    # netem needs the sch_netem module, which some kernels lack; a pfifo queue of length 0
+    # drops every packet the container sends just as well (a silent cut, no resets)
+    p = None
+    for qdisc in (["netem", "loss", "100%"], ["pfifo", "limit", "0"]):
+        p = dexec(host, "tc", "qdisc", "add", "dev", "eth0", "root", *qdisc, check=False)
+        if p.returncode == 0:
+            ctx["cut"] = " ".join(qdisc)
+            return
+    raise RuntimeError(f"tc could not cut {host}'s network: {p.stderr.strip() if p else ''}")
+
+
+def _restore_network(host: str, ctx: dict) -> None:
+    if ctx.get("cut"):
+        dexec(host, "tc", "qdisc", "del", "dev", "eth0", "root", check=False)
+
+
+def _rejoined_check(ctx: dict) -> list[str]:
+    """Every primary taken away came back as a streaming standby (ctx["rejoined"], set by the
+    heal), on the final primary's timeline."""
+    out = []
+    for v in ctx.get("victims", []):
+        if v not in ctx.get("rejoined", []):
+            out.append(f"{v} did not rejoin as a streaming standby on the new timeline")
+    return out
+
+
+def _heal_rejoin(lab: Lab, ctx: dict) -> None:
+    """Wait until every node taken away is a streaming standby again, on its own."""
+    c = lab.wait_healthy(timeout=REJOIN_TIMEOUT, why="after the failover")
+    for v in ctx.get("victims", []):
+        if v != c.get("primary"):
+            c = _wait_rejoined(lab, v)
+            ctx.setdefault("rejoined", []).append(v)
+    ctx["new_primary"] = c.get("primary")
+    ctx["final_timeline"] = c.get("timeline")
+
+
+def primary_killed() -> Fault:
+    """Every PostgreSQL process of the primary SIGKILLed while Patroni lives (its
+    primary_start_timeout 0 fails over at once), ``KV_CHAOS_KILLS`` times in one run; between
+    two kills the old primary must come back as a streaming standby by itself and the cluster
+    be healthy. RTO per kill and their median in the report."""
+
+    def inject(lab: Lab, ctx: dict) -> None:
+        _require_patroni(lab.primary())
+        _take_primary(lab, ctx, _kill_postgres)
+
+    def probe(lab: Lab, ctx: dict, until: float) -> dict:
+        rec: Recorder = ctx["recorder"]
+        for _ in range(KILLS - 1):
+            _wait_new_primary(rec, ctx["kills"][-1])
+            _wait_rejoined(lab, ctx["kills"][-1]["victim"])
+            time.sleep(BETWEEN_KILLS)
+            _take_primary(lab, ctx, _kill_postgres)
+        _wait_new_primary(rec, ctx["kills"][-1])
+        return {"kills": len(ctx["kills"])}
+
+    def heal(lab: Lab, ctx: dict) -> None:
+        if ctx.get("kills"):
+            _heal_rejoin(lab, ctx)
+
+    def check(lab: Lab, ctx: dict, history: list[dict]) -> list[str]:
+        out = _rejoined_check(ctx)
+        if len(ctx.get("kills", [])) != KILLS:
+            out.append(f"{len(ctx.get('kills', []))} kills of the {KILLS} asked")
+        return out
+
+    return Fault("primary_killed", inject, heal, primary_stable=False, probe=probe,
+                 check=check, heal_timeout=REJOIN_TIMEOUT + KILLS * 180)
+
+
+def two_failovers() -> Fault:
+    """The primary's PostgreSQL killed, and the new primary's killed as soon as it has
+    acknowledged its first quorum write: the third node takes over; no quorum write lost."""
+
+    def inject(lab: Lab, ctx: dict) -> None:
+        _require_patroni(lab.primary())
+        _take_primary(lab, ctx, _kill_postgres)
+
+    def probe(lab: Lab, ctx: dict, until: float) -> dict:
+        rec: Recorder = ctx["recorder"]
+        first = _wait_new_primary(rec, ctx["kills"][0])
+        second = first.get("node") or lab.primary()
+        ctx["kills"].append({"victim": second, "timeline": timeline_of(first["version"]),
+                             "at": time.monotonic()})
+        ctx["victims"] = sorted({*ctx["victims"], second})
+        _kill_postgres(second)
+        _wait_new_primary(rec, ctx["kills"][1])
+        return {"second_victim": second}
+
+    def heal(lab: Lab, ctx: dict) -> None:
+        if ctx.get("kills"):
+            _heal_rejoin(lab, ctx)
+
+    def check(lab: Lab, ctx: dict, history: list[dict]) -> list[str]:
+        out = _rejoined_check(ctx)
+        if len(ctx.get("kills", [])) != 2:
+            out.append(f"{len(ctx.get('kills', []))} kills of the 2 asked")
+        return out
+
+    return Fault("two_failovers", inject, heal, primary_stable=False, probe=probe, check=check,
+                 heal_timeout=REJOIN_TIMEOUT * 2)
+
+
+def primary_host_killed() -> Fault:
+    """The primary's container killed (docker kill: the host is gone at once, Patroni with it).
+    The others elect a leader once its key expires (Patroni's ttl after its last renewal), with
+    no operator action; `docker start` brings the host back and it rejoins as a standby on its
+    own (pg_rewind where its WAL went past the new timeline's fork)."""
+
+    def inject(lab: Lab, ctx: dict) -> None:
+        _require_patroni(lab.primary())
+        _take_primary(lab, ctx, lambda v: run(["docker", "kill", f"kvlab-{v}"], timeout=60))
+        ctx["killed"] = ctx["kills"][0]["victim"]
+
+    def probe(lab: Lab, ctx: dict, until: float) -> dict:
+        _wait_new_primary(ctx["recorder"], ctx["kills"][0])
+        return {}
+
+    def heal(lab: Lab, ctx: dict) -> None:
+        if ctx.get("killed"):
+            run(["docker", "start", f"kvlab-{ctx['killed']}"], timeout=120)
+            _heal_rejoin(lab, ctx)
+
+    def check(lab: Lab, ctx: dict, history: list[dict]) -> list[str]:
+        return _rejoined_check(ctx)
+
+    return Fault("primary_host_killed", inject, heal, primary_stable=False, probe=probe,
+                 check=check, heal_timeout=REJOIN_TIMEOUT + 120)
+
+
+def _unpause_backstop(container: str, seconds: float) -> subprocess.Popen:
+    """A detached `sleep; docker unpause` in a session of its own: it unpauses the container
+    even if this process dies; the heal ends it (by its process group) once it has unpaused."""
+    return subprocess.Popen(
+        ["sh", "-c", f"sleep {int(seconds)}; exec docker unpause {shlex.quote(container)}"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True)
+
+
+def _end_backstop(proc: subprocess.Popen | None) -> None:
+    if proc is not None and proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, 15)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=5)
+
+
+def primary_host_frozen() -> Fault:
+    """The primary's container paused (every process of the host frozen, Patroni with it) for
+    Patroni's ttl + 10 s: the others elect a leader. Unpaused, the old primary must demote
+    itself and never acknowledge a write again: ``THAW_WRITES`` w=one writes sent right after
+    the thaw, each to a key of its own, must all be in the final state, and the old node must
+    come back as a standby on the new timeline."""
+
+    def inject(lab: Lab, ctx: dict) -> None:
+        victim = lab.primary()
+        _require_patroni(victim)
+        ctx["backstop_proc"] = _unpause_backstop(f"kvlab-{victim}", _hold(ctx, 60) + 120)
+        _take_primary(lab, ctx, lambda v: run(["docker", "pause", f"kvlab-{v}"], timeout=60))
+        ctx["paused"] = victim
+
+    def probe(lab: Lab, ctx: dict, until: float) -> dict:
+        _wait_new_primary(ctx["recorder"], ctx["kills"][0])
+        return {}
+
+    def heal(lab: Lab, ctx: dict) -> None:
+        rec: Recorder = ctx["recorder"]
+        try:
+            if ctx.get("paused"):
+                run(["docker", "unpause", f"kvlab-{ctx['paused']}"], timeout=60)
+                ctx["thawed_at"] = time.monotonic()
+                s = lab.session()
+                try:
+                    for i in range(THAW_WRITES):
+                        key = f"{rec.prefix}-thaw{i}"
+                        rec.extra_keys.append(key)
+                        rec.write(s, 995, key, f"{key}-one", "one")
+                finally:
+                    s.close()
+        finally:
+            _end_backstop(ctx.pop("backstop_proc", None))
+        if ctx.get("kills"):
+            _heal_rejoin(lab, ctx)
+
+    def check(lab: Lab, ctx: dict, history: list[dict]) -> list[str]:
+        out = _rejoined_check(ctx)
+        thaw = [o for o in history if o.get("process") == 995 and o["op"] == "write"]
+        ok = [o for o in thaw if o["outcome"] == "ok"]
+        ctx["thaw_writes"] = f"{len(ok)} of {len(thaw)} acknowledged"
+        if not ok:
+            out.append(f"no w=one write acknowledged right after the thaw: "
+                       f"{Counter(str(o.get('error')) for o in thaw)}")
+        lost = missing_acknowledged(history, lambda o: o.get("process") == 995)
+        out += [f"w=one write {o['key']} acknowledged after the thaw (by {o.get('node')}, "
+                f"version {o['version']}) is not in the final state" for o in lost]
+        stale = [o for o in ok if timeline_of(o["version"]) <= ctx["kills"][0]["timeline"]]
+        out += [f"w=one write {o['key']} after the thaw acknowledged on the old timeline by "
+                f"{o.get('node')}" for o in stale]
+        return out
+
+    return Fault("primary_host_frozen", inject, heal, primary_stable=False, probe=probe,
+                 check=check, hold_past_ttl=10.0, heal_timeout=REJOIN_TIMEOUT + 60)
+
+
+def primary_network_cut() -> Fault:
+    """The primary's host cut off the network (every packet it sends dropped): its PostgreSQL
+    must stop accepting writes within Patroni's ttl (it cannot renew the leader key nor reach
+    the other members for the failsafe; seen locally through docker exec:
+    ``pg_is_in_recovery()``, or no PostgreSQL answering), and the others elect a leader.
+    Healed, it rejoins as a standby on its own."""
+
+    def inject(lab: Lab, ctx: dict) -> None:
+        _require_patroni(lab.primary())
+        ctx["ttl"] = lab.patroni_ttl()
+        _take_primary(lab, ctx, lambda v: _cut_network(v, ctx))
+        ctx["isolated"] = ctx["kills"][0]["victim"]
+
+    def probe(lab: Lab, ctx: dict, until: float) -> dict:
+        victim, at = ctx["isolated"], ctx["kills"][0]["at"]
+        deadline = at + ctx["ttl"] + 30
+        while time.monotonic() < deadline:
+            state = _in_recovery(victim)
+            if state is not False:  # in recovery, or not answering: no writes accepted
+                ctx["demoted_after"] = round(time.monotonic() - at, 2)
+                ctx["demoted_state"] = "in recovery" if state else "not answering"
+                break
+            time.sleep(0.3)
+        _wait_new_primary(ctx["recorder"], ctx["kills"][0])
+        return {"demoted_after": ctx.get("demoted_after"),
+                "demoted_state": ctx.get("demoted_state")}
+
+    def heal(lab: Lab, ctx: dict) -> None:
+        if ctx.get("isolated"):
+            _restore_network(ctx["isolated"], ctx)
+            _heal_rejoin(lab, ctx)
+
+    def check(lab: Lab, ctx: dict, history: list[dict]) -> list[str]:
+        out = _rejoined_check(ctx)
+        after = ctx.get("demoted_after")
+        if after is None:
+            out.append(f"{ctx.get('isolated')} still ran as a primary {ctx.get('ttl', 0) + 30}"
+                       " s after the cut")
+        elif after > ctx["ttl"] + PROBE_SLACK:
+            out.append(f"{ctx['isolated']} stopped accepting writes {after} s after the cut, "
+                       f"past Patroni's ttl ({ctx['ttl']} s) + {PROBE_SLACK} s for the probe")
+        return out
+
+    return Fault("primary_network_cut", inject, heal, primary_stable=False, probe=probe,
+                 check=check, heal_timeout=REJOIN_TIMEOUT + 60)
+
+
+def _etcd(host: str, action: str) -> None:
+    dexec(host, "systemctl", action, "etcd", timeout=90)
+
+
+def _etcd_all(hosts: list[str], action: str) -> None:
+    """``action`` on the etcd members of ``hosts`` at once: a member that starts while the
+    cluster has no quorum waits for the others (systemd's start returns when it has joined)."""
+    errors: list[BaseException] = []
+
+    def one(h: str) -> None:
+        try:
+            _etcd(h, action)
+        except BaseException as exc:  # reported after every member was tried
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one, args=(h,), daemon=True) for h in hosts]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    if errors:
+        raise errors[0]
+
+
+def _same_primary_check(ctx: dict, history: list[dict]) -> list[str]:
+    """No failover: the primary and the timeline at the end are those before the fault, and
+    quorum writes were acknowledged while the fault was held."""
+    out = []
+    before, after = ctx.get("before", {}), ctx.get("after", {})
+    if (before.get("primary"), before.get("timeline")) != (after.get("primary"),
+                                                           after.get("timeline")):
+        out.append(f"the primary changed: {before} before, {after} after")
+    held = ctx.get("held", (0.0, 0.0))
+    n = sum(1 for o in history if o["op"] == "write" and o["level"] == "quorum"
+            and o["outcome"] == "ok" and held[0] <= o["start"] and o["end"] <= held[1])
+    ctx["quorum_writes_held"] = n
+    if not n:
+        out.append("no quorum write was acknowledged while the fault was held")
+    return out
+
+
+def _sample_primaries(lab: Lab, until: float, samples: list[dict]) -> None:
+    """Ask every PostgreSQL node whether it is in recovery, over and over until ``until``."""
+    nodes = sorted(lab.cluster()["nodes"])
+    for _ in range(10000):
+        if time.monotonic() >= until:
+            return
+        t0 = time.monotonic()
+        samples.append({"t": t0, "nodes": {n: _in_recovery(n) for n in nodes}})
+        time.sleep(max(0.0, 0.5 - (time.monotonic() - t0)))
+
+
+def etcd_member_down() -> Fault:
+    """etcd stopped on the primary's host (one member of three: the others keep the quorum,
+    Patroni there talks to them): no failover, same primary on the same timeline, quorum
+    writes go on. Held Patroni's ttl: the leader key would have expired by then."""
+
+    def inject(lab: Lab, ctx: dict) -> None:
+        c = lab.cluster()
+        ctx["before"] = {"primary": c["primary"], "timeline": c["timeline"]}
+        _require_patroni(c["primary"])
+        ctx["stopped"] = [c["primary"]]
+        _etcd(c["primary"], "stop")
+        ctx["held"] = (time.monotonic(), math.inf)
+
+    def heal(lab: Lab, ctx: dict) -> None:
+        ctx["held"] = (ctx.get("held", (0.0,))[0], time.monotonic())
+        if ctx.get("stopped"):
+            _etcd_all(ctx["stopped"], "start")
+        c = lab.wait_healthy(why="after starting etcd again")
+        ctx["after"] = {"primary": c["primary"], "timeline": c["timeline"]}
+
+    def check(lab: Lab, ctx: dict, history: list[dict]) -> list[str]:
+        return _same_primary_check(ctx, history)
+
+    return Fault("etcd_member_down", inject, heal, check=check, hold_past_ttl=0.0,
+                 independent_reads=READ_LEVELS)
+
+
+def etcd_quorum_lost() -> Fault:
+    """etcd stopped on both standbys' hosts (two members of three: no quorum, the leader key
+    can be neither read nor renewed). Patroni's failsafe mode keeps the primary serving while
+    it reaches every member's REST API: quorum writes go on, no failover, and every node's
+    ``pg_is_in_recovery()``, sampled twice a second through the hold, never shows two
+    primaries. Held Patroni's ttl + 5 s."""
+
+    def inject(lab: Lab, ctx: dict) -> None:
+        c = lab.cluster()
+        ctx["before"] = {"primary": c["primary"], "timeline": c["timeline"]}
+        _require_patroni(c["primary"])
+        ctx["stopped"] = []
+        for h in sorted(n for n in c["nodes"] if n != c["primary"]):
+            ctx["stopped"].append(h)
+            _etcd(h, "stop")
+        ctx["held"] = (time.monotonic(), math.inf)
+
+    def probe(lab: Lab, ctx: dict, until: float) -> dict:
+        samples: list[dict] = []
+        _sample_primaries(lab, until, samples)
+        ctx["samples"] = len(samples)
+        ctx["two_primaries"] = two_primaries(samples)
+        return {"samples": len(samples), "two_primaries": ctx["two_primaries"][:5],
+                "unanswered": sum(1 for s in samples for v in s["nodes"].values()
+                                  if v is None)}
+
+    def heal(lab: Lab, ctx: dict) -> None:
+        ctx["held"] = (ctx.get("held", (0.0,))[0], time.monotonic())
+        if ctx.get("stopped"):
+            _etcd_all(ctx["stopped"], "start")
+        c = lab.wait_healthy(why="after starting etcd again")
+        ctx["after"] = {"primary": c["primary"], "timeline": c["timeline"]}
+
+    def check(lab: Lab, ctx: dict, history: list[dict]) -> list[str]:
+        out = _same_primary_check(ctx, history)
+        if not ctx.get("samples"):
+            out.append("the nodes were never sampled while etcd had no quorum")
+        out += [f"two primaries at once: {s['nodes']}" for s in ctx.get("two_primaries", [])]
+        return out
+
+    return Fault("etcd_quorum_lost", inject, heal, probe=probe, check=check,
+                 hold_past_ttl=5.0, independent_reads=READ_LEVELS)
+
+
+def switchover_under_load() -> Fault:
+    """`playbooks/switchover.yml -e switchover_to=<a standby>` while the clients run: a planned
+    switchover through Patroni. Every quorum write that did not succeed must have been answered
+    with one of the app's documented 503s (no timeout, no 5xx of another kind, no cut
+    connection); the standby asked for is the primary afterwards and the old primary a
+    streaming standby."""
+
+    def inject(lab: Lab, ctx: dict) -> None:
+        if not (ROOT / "playbooks" / "switchover.yml").is_file():
+            raise FileNotFoundError("playbooks/switchover.yml is missing: nothing was injected")
+        _require_patroni(lab.primary())
+        ctx["target"] = lab.standbys()[0]
+
+        def switch(victim: str) -> None:
+            t0 = time.monotonic()
+            playbook("switchover.yml", timeout=600, extra=["-e", f"switchover_to={ctx['target']}"])
+            ctx["playbook_seconds"] = round(time.monotonic() - t0, 1)
+
+        _take_primary(lab, ctx, switch)
+
+    def probe(lab: Lab, ctx: dict, until: float) -> dict:
+        _wait_new_primary(ctx["recorder"], ctx["kills"][0])
+        return {"playbook_seconds": ctx.get("playbook_seconds")}
+
+    def heal(lab: Lab, ctx: dict) -> None:
+        if ctx.get("kills"):
+            _heal_rejoin(lab, ctx)
+
+    def check(lab: Lab, ctx: dict, history: list[dict]) -> list[str]:
+        out = _rejoined_check(ctx)
+        if ctx.get("new_primary") != ctx.get("target"):
+            out.append(f"the primary is {ctx.get('new_primary')}, not {ctx.get('target')}")
+        bad = undocumented_write_failures(history)
+        ctx["undocumented_failures"] = len(bad)
+        out += [f"quorum write {o['key']} failed without a documented 503: status "
+                f"{o.get('status')} {o.get('error')} after {round(elapsed(o) or 0, 2)} s"
+                for o in bad[:10]]
+        return out
+
+    return Fault("switchover_under_load", inject, heal, primary_stable=False, probe=probe,
+                 check=check, heal_timeout=REJOIN_TIMEOUT + 600)
+
+
 FAULTS: dict[str, Callable[[], Fault]] = {
     f.__name__: f for f in (one_standby_stopped, both_standbys_stopped, standby_network_cut,
                             app_instance_killed, app_host_stopped, primary_frozen,
                             one_standby_frozen, standby_receiver_stopped,
-                            standby_down_past_purge, primary_killed_failover)
+                            standby_down_past_purge, etcd_member_down, etcd_quorum_lost,
+                            switchover_under_load, primary_killed, two_failovers,
+                            primary_network_cut, primary_host_frozen, primary_host_killed)
 }
-# failover last: it changes which node is the primary
+# The faults that keep the primary first (the checker holds them to the stricter rules of a
+# stable primary), then those that change it; none of them assumes which node is the primary.
 ORDER = ["one_standby_stopped", "both_standbys_stopped", "standby_network_cut",
          "app_instance_killed", "app_host_stopped", "primary_frozen", "one_standby_frozen",
-         "standby_receiver_stopped", "standby_down_past_purge", "primary_killed_failover"]
+         "standby_receiver_stopped", "standby_down_past_purge", "etcd_member_down",
+         "etcd_quorum_lost", "switchover_under_load", "primary_killed", "two_failovers",
+         "primary_network_cut", "primary_host_frozen", "primary_host_killed"]
 
 
 # ------------------------------------------------------------------ one fault, end to end
@@ -1054,6 +1689,10 @@ def run_fault(lab: Lab, fault: Fault, seconds: float, wl: Workload | None = None
     recover = max(3.0, seconds * 0.5)
     if fault.min_hold is not None:
         seconds = max(seconds, fault.min_hold(wl))
+    if fault.hold_past_ttl is not None:
+        seconds = max(seconds, lab.patroni_ttl() + fault.hold_past_ttl)
+    if fault.hold_below_ttl is not None:
+        seconds = min(seconds, lab.patroni_ttl() - fault.hold_below_ttl)
     ctx: dict = {"recorder": rec, "hold": seconds}
     stop = threading.Event()
     # generous: the clients stop when told (after heal + recovery), this only bounds them
@@ -1099,6 +1738,14 @@ def run_fault(lab: Lab, fault: Fault, seconds: float, wl: Workload | None = None
         error = error or exc
     result = checker.check(rec.history, primary_stable=fault.primary_stable,
                            lag_slack=wl.node_cache_ttl + 1.0)
+    problems: list[str] = []
+    if fault.check is not None:
+        try:
+            problems = fault.check(lab, ctx, rec.history)
+        except Exception as exc:  # a check that could not run fails the test as well
+            problems = [f"the fault's check failed: {type(exc).__name__}: {exc}"]
+    rto = rto_figures(rec.history, ctx.get("kills", []))
+    split = split_brain_writes(rec.history)
     ops = [o for o in rec.history if not o.get("final")]
     counts = {k: sum(1 for o in ops if o["outcome"] == k)
               for k in ("ok", "failed", "indeterminate")}
@@ -1131,6 +1778,12 @@ def run_fault(lab: Lab, fault: Fault, seconds: float, wl: Workload | None = None
         "verdict": "error" if error is not None else "valid" if result.ok else "INVALID",
         "checker": result.summary(),
         "violations": result.violations[:20],
+        "rto": rto,
+        "lost_writes": result.summary()["violations_by_kind"].get("lost_write", 0),
+        "split_brain_writes": len(split),
+        "split_brain": [{k: o.get(k) for k in ("id", "key", "level", "version", "node",
+                                               "start", "end")} for o in split[:10]],
+        "problems": problems,
     }
     report.update(flat_figures(report))
     if fault.restore is not None:
@@ -1155,7 +1808,11 @@ def flat_figures(report: dict) -> dict:
     lat = report.get("independent_reads") or {}
     over = (report.get("deadline_overshoot") or {}).get("seconds")
     wt = report.get("worker_timeouts_by_host")
+    rto = report.get("rto") or {}
     return {
+        "rto_seconds": None if not rto.get("rtos") else (
+            rto["median"] if len(rto["rtos"]) == 1 else
+            f"{rto['median']} ({'/'.join('-' if r is None else str(r) for r in rto['rtos'])})"),
         "p99_baseline_ms": None if lat.get("baseline_p99") is None
         else round(lat["baseline_p99"] * 1000, 1),
         "p99_fault_ms": None if lat.get("fault_p99") is None
@@ -1178,9 +1835,10 @@ def update_report(entry: dict) -> None:
     (RESULTS / "report.md").write_text(markdown(list(data.values())))
 
 
-COLUMNS = ["fault", "operations", "ok", "failed", "indeterminate", "quorum_writes_ok",
-           "unavailability_seconds", "p99_baseline_ms", "p99_fault_ms", "p99_bound_ms",
-           "longest_gap_seconds", "deadline_overshoot_seconds", "worker_timeouts", "verdict"]
+COLUMNS = ["fault", "operations", "ok", "failed", "indeterminate", "lost_writes",
+           "split_brain_writes", "quorum_writes_ok", "rto_seconds", "unavailability_seconds",
+           "p99_baseline_ms", "p99_fault_ms", "p99_bound_ms", "longest_gap_seconds",
+           "deadline_overshoot_seconds", "worker_timeouts", "verdict"]
 
 
 def _cell(entry: dict, col: str) -> str:

@@ -1,11 +1,12 @@
-"""Consistency under faults, each fault on its own, through the balancer (issue 8).
+"""Consistency under faults, each fault on its own, through the balancer.
 
-Bounded by default (``KV_CHAOS_SECONDS``, default 6 s of fault per case, about 7 minutes for
-the whole module with the failover; a frozen primary is held past ``KV_WRITE_TIMEOUT``, a standby
-down past the tombstone purge horizon of 60 s); ``make chaos`` sets a longer hold. Histories go to
-``.cache/chaos/<fault>.json`` and the per-fault summary to ``.cache/chaos/report.json``.
-The failover runs last: it changes which node is the primary, and heals by rejoining the old
-primary as a standby.
+Bounded by default (``KV_CHAOS_SECONDS``, default 6 s of fault per case; a frozen primary is held
+past ``KV_WRITE_TIMEOUT`` and below Patroni's ttl, a standby down past the tombstone purge horizon
+of 60 s, the faults that need the leader key to expire past Patroni's ttl); ``make chaos`` sets a
+longer hold. Histories go to ``.cache/chaos/<fault>.json`` and the per-fault summary to
+``.cache/chaos/report.json``. The faults that change the primary run last, with no playbook but
+the planned switchover; none of them assumes which node is the primary, and each heals by
+waiting until every node it took away is a streaming standby again, by itself.
 """
 
 from __future__ import annotations
@@ -76,6 +77,13 @@ def test_fault(lab, workload, name):
     assert report["verdict"] == "valid" and not missed, "\n  ".join([_verdict(report), *missed])
     assert report["quorum_writes_ok"] > 0, "no quorum write succeeded in the whole run"
     assert "restore_error" not in report, report["restore_error"]
+    # no client got an acknowledgement from a stale primary once a new one had acknowledged
+    assert report["split_brain_writes"] == 0, f"split-brain writes: {report['split_brain']}"
+    assert not report["problems"], "\n  ".join([f"{name}:", *report["problems"]])
+    if report["rto"]["rtos"]:
+        # every primary taken away was followed by a new primary's quorum write (RTO figures
+        # are reported, not asserted: tests/stack/README.md says why)
+        assert not report["rto"]["missing"], f"no new primary after a kill: {report['rto']}"
     if name == "both_standbys_stopped":
         probe = report["probe"]
         deadline = workload.write_timeout + 1.5

@@ -20,10 +20,17 @@ def test_unavailability_without_any_success_is_the_whole_window():
     assert harness.unavailability([_w(None, outcome="indeterminate")], 10.0, 25.0) == 15.0
 
 
-def test_failover_runs_last_and_every_fault_is_known():
-    assert harness.ORDER[-1] == "primary_killed_failover"
-    assert set(harness.ORDER) == set(harness.FAULTS)
-    assert all(harness.FAULTS[n]().primary_stable for n in harness.ORDER[:-1])
+def test_faults_that_change_the_primary_run_last_and_every_fault_is_known():
+    assert set(harness.ORDER) == set(harness.FAULTS) and len(harness.ORDER) == len(
+        harness.FAULTS)
+    stable = [harness.FAULTS[n]().primary_stable for n in harness.ORDER]
+    first_change = stable.index(False)
+    assert not any(stable[first_change:]), "a primary-stable fault after a failover"
+    assert {n for n, s in zip(harness.ORDER, stable, strict=True) if not s} == {
+        "switchover_under_load", "primary_killed", "two_failovers", "primary_network_cut",
+        "primary_host_frozen", "primary_host_killed"}
+    # no fault runs a playbook but the planned switchover
+    assert "primary_killed_failover" not in harness.FAULTS
 
 
 def test_table_lists_every_fault():
@@ -120,11 +127,9 @@ def test_worker_timeouts_are_counted_inside_the_window():
     assert harness.count_worker_timeouts(lines, t0 + 61, t0 + 99) == 0
 
 
-def test_new_faults_run_before_the_failover_and_carry_their_targets():
+def test_freezes_and_lag_faults_carry_their_targets():
     new = ["primary_frozen", "one_standby_frozen", "standby_receiver_stopped",
            "standby_down_past_purge"]
-    assert all(harness.ORDER.index(n) < harness.ORDER.index("primary_killed_failover")
-               for n in new)
     faults = {n: harness.FAULTS[n]() for n in new}
     assert all(f.targets and f.independent_reads for f in faults.values())
     assert {n for n, f in faults.items() if f.latency_target} == {"primary_frozen",
@@ -133,6 +138,10 @@ def test_new_faults_run_before_the_failover_and_carry_their_targets():
     assert faults["primary_frozen"].min_hold(wl) > wl.write_timeout
     assert faults["standby_down_past_purge"].min_hold(wl) > harness.PURGE_HORIZON
     assert faults["standby_receiver_stopped"].one_max_lag == 1.0
+    # the frozen primary stays below Patroni's ttl (no election); the host freeze goes past it
+    assert faults["primary_frozen"].hold_below_ttl > 0
+    assert harness.FAULTS["primary_host_frozen"]().hold_past_ttl >= 10
+    assert harness.FAULTS["etcd_quorum_lost"]().hold_past_ttl > 0
 
 
 def test_report_figures_and_markdown():
@@ -149,3 +158,178 @@ def test_report_figures_and_markdown():
     assert md[0].startswith("| fault |") and len(md) == 3
     assert md[2].split(" | ")[harness.COLUMNS.index("worker_timeouts")] == "3"
     assert "| - |" in harness.markdown([{"fault": "y"}])
+
+
+# ------------------------------------------------------------------ failover figures
+
+TL = 1 << 40  # version = timeline << 40 | counter
+
+
+def _wv(start, end, tl, n, level="quorum", outcome="ok", key="k", **kw):
+    return {"op": "write", "level": level, "outcome": outcome, "start": start, "end": end,
+            "version": tl * TL + n, "key": key, **kw}
+
+
+def test_timeline_of_a_version():
+    assert harness.timeline_of(3 * TL + 17) == 3 and harness.timeline_of(TL - 1) == 0
+
+
+def test_rto_is_the_first_quorum_write_of_a_later_timeline():
+    history = [
+        _wv(0.0, 0.1, 2, 1),
+        _wv(10.5, 10.6, 2, 2),  # after the kill, still the old timeline (an old ack in flight)
+        _wv(12.0, 13.5, 3, 5, level="one"),  # w=one does not count
+        _wv(12.0, 14.0, 3, 3, outcome="indeterminate"),  # nor a write with no answer
+        _wv(13.0, 16.25, 3, 4),
+        _wv(14.0, 15.0, 3, 6),  # the first one acknowledged
+        {"op": "read", "level": "quorum", "outcome": "ok", "start": 11, "end": 11.1,
+         "version": 3 * TL},
+    ]
+    assert harness.rto_seconds(history, at=10.0, timeline=2) == 5.0
+    assert harness.rto_seconds(history, at=10.0, timeline=3) is None
+    assert harness.rto_seconds(history, at=15.5, timeline=2) == 0.75
+
+
+def test_median_of_odd_and_even_counts():
+    assert harness.median([]) is None
+    assert harness.median([7.0]) == 7.0
+    assert harness.median([9.0, 1.0, 5.0]) == 5.0
+    assert harness.median([4.0, 1.0, 3.0, 10.0]) == 3.5
+
+
+def test_rto_figures_per_kill_with_median_and_missing():
+    history = [_wv(0, 1, 1, 1), _wv(4, 6, 2, 1), _wv(20, 22, 3, 1), _wv(30, 31, 3, 2)]
+    kills = [{"at": 2.0, "timeline": 1, "victim": "pg1"},
+             {"at": 12.0, "timeline": 2, "victim": "pg2"},
+             {"at": 25.0, "timeline": 3, "victim": "pg3"}]  # no new primary after it
+    fig = harness.rto_figures(history, kills)
+    assert fig["rtos"] == [4.0, 10.0, None] and fig["missing"] == 1
+    assert fig["median"] == 7.0 and fig["max"] == 10.0
+    assert harness.rto_figures(history, []) == {"rtos": [], "missing": 0, "median": None,
+                                                 "max": None}
+
+
+def test_split_brain_writes_are_old_timeline_acks_after_a_new_one():
+    history = [
+        _wv(0.0, 1.0, 2, 1),
+        _wv(5.0, 6.0, 3, 1, key="a"),  # the new primary's first ack, at 6.0
+        _wv(5.5, 6.5, 2, 2, key="b", level="one"),  # concurrent with it: not provably stale
+        _wv(6.2, 6.3, 2, 3, key="c", level="one"),  # began after it: a stale primary's ack
+        _wv(7.0, 7.5, 3, 2, key="d"),
+        _wv(7.0, None, 2, 4, key="e", outcome="indeterminate"),  # no ack: not counted
+        _wv(8.0, 9.0, 2, 5, key="f", outcome="failed"),
+    ]
+    found = harness.split_brain_writes(history)
+    assert [o["key"] for o in found] == ["c"]
+    assert harness.split_brain_writes(history[:3]) == []
+    assert harness.split_brain_writes([]) == []
+
+
+def _final(key, version):
+    return {"op": "read", "level": "primary", "final": True, "outcome": "ok", "key": key,
+            "version": version}
+
+
+def test_missing_acknowledged_writes_against_the_final_reads():
+    history = [
+        _wv(1, 2, 3, 10, key="t0", level="one", process=995),
+        _wv(1, 2, 3, 11, key="t1", level="one", process=995),
+        _wv(1, 2, 3, 12, key="t2", level="one", process=995),
+        _wv(1, 2, 2, 13, key="t3", level="one", process=995, outcome="failed"),
+        _wv(1, 2, 3, 14, key="x", level="one", process=1),  # not selected
+        _final("t0", 3 * TL + 10), _final("t1", 3 * TL + 20), _final("t2", 3 * TL + 5),
+        {**_final("t3", None), "found": False, "version": None},
+    ]
+    lost = harness.missing_acknowledged(history, lambda o: o.get("process") == 995)
+    assert [o["key"] for o in lost] == ["t2"]
+    no_final = [_wv(1, 2, 3, 10, key="t9", process=995)]
+    assert len(harness.missing_acknowledged(no_final, lambda o: True)) == 1
+
+
+def test_undocumented_write_failures_leave_the_documented_503s_out():
+    history = [
+        _wv(0, 1, 1, 1),
+        {**_wv(0, 1, 1, 2, outcome="failed"), "status": 503, "error": "quorum_unavailable"},
+        {**_wv(0, None, 1, 3, outcome="indeterminate"), "status": 503,
+         "error": "quorum_unavailable committed_locally=None"},
+        {**_wv(0, 1, 1, 4, outcome="failed"), "status": 503, "error": "database_unavailable"},
+        {**_wv(0, None, 1, 5, outcome="indeterminate"), "status": 502,
+         "error": "upstream_unavailable"},
+        {**_wv(0, None, 1, 6, outcome="indeterminate"), "error": "ReadTimeout"},
+        {**_wv(0, None, 1, 7, outcome="indeterminate"), "status": 503,
+         "error": "service_unavailable"},  # nginx's own 503, not the app's
+        {**_wv(0, None, 1, 8, outcome="indeterminate", level="one"), "status": 502},
+    ]
+    bad = harness.undocumented_write_failures(history)
+    assert [o["version"] & (TL - 1) for o in bad] == [5, 6, 7]
+    assert [o["version"] & (TL - 1) for o in harness.undocumented_write_failures(
+        history, level="one")] == [8]
+
+
+def test_two_primaries_in_a_sample():
+    samples = [{"t": 1, "nodes": {"pg1": False, "pg2": True, "pg3": True}},
+               {"t": 2, "nodes": {"pg1": False, "pg2": None, "pg3": True}},
+               {"t": 3, "nodes": {"pg1": False, "pg2": False, "pg3": True}}]
+    assert [s["t"] for s in harness.two_primaries(samples)] == [3]
+
+
+def test_rto_column_shows_the_median_and_every_kill():
+    one = harness.flat_figures({"rto": {"rtos": [4.2], "median": 4.2}})
+    assert one["rto_seconds"] == 4.2
+    many = harness.flat_figures({"rto": {"rtos": [4.0, None, 6.0], "median": 5.0}})
+    assert many["rto_seconds"] == "5.0 (4.0/-/6.0)"
+    assert harness.flat_figures({})["rto_seconds"] is None
+
+
+def _fake_patroni(tmp_path, body):
+    """A stand-in systemctl on PATH (only what the scripts ask of it) and a config file."""
+    import os
+    import stat
+    import sys
+
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    patroni = bindir / "patroni"
+    patroni.write_text(f"#!{sys.executable}\n")
+    log = tmp_path / "systemctl.log"
+    systemctl = bindir / "systemctl"
+    systemctl.write_text(
+        "#!/bin/sh\n"
+        f'echo "$@" >> {log}\n'
+        f'[ "$1" = show ] && echo "{{ path={patroni} ; argv[]={patroni} /etc/x.yml ; }}"\n'
+        "exit 0\n")
+    systemctl.chmod(systemctl.stat().st_mode | stat.S_IXUSR)
+    config = tmp_path / "patroni.yml"
+    config.write_text(body)
+    config.chmod(0o640)
+    env = {**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}"}
+    return config, log, env
+
+
+def test_apply_delay_goes_into_patroni_s_config_and_back_byte_for_byte(tmp_path):
+    import subprocess
+
+    import yaml
+
+    body = ("# managed\nscope: kv\npostgresql:\n  parameters:\n    max_connections: 100\n"
+            "  data_dir: /var/lib/postgresql/15/main\n")
+    config, log, env = _fake_patroni(tmp_path, body)
+    subprocess.run(["sh", "-c", harness.SET_APPLY_DELAY, "kvchaos", "80s", str(config)],
+                   env=env, check=True, timeout=30)
+    changed = yaml.safe_load(config.read_text())
+    assert changed["postgresql"]["parameters"] == {"max_connections": 100,
+                                                   "recovery_min_apply_delay": "80s"}
+    assert changed["scope"] == "kv" and (config.stat().st_mode & 0o777) == 0o640
+    # a second run keeps the first copy (the original), not the changed file
+    subprocess.run(["sh", "-c", harness.SET_APPLY_DELAY, "kvchaos", "90s", str(config)],
+                   env=env, check=True, timeout=30)
+    subprocess.run(["sh", "-c", harness.reset_apply_delay(str(config))], env=env, check=True,
+                   timeout=30)
+    assert config.read_text() == body and (config.stat().st_mode & 0o777) == 0o640
+    assert not (tmp_path / "patroni.yml.kvchaos").exists()
+    assert "kill -s HUP --kill-whom=main patroni" in log.read_text()
+    assert "$" not in harness.reset_apply_delay()
+    # nothing to put back: nothing done
+    subprocess.run(["sh", "-c", harness.reset_apply_delay(str(config))], env=env, check=True,
+                   timeout=30)
+    assert config.read_text() == body
