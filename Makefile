@@ -75,7 +75,7 @@ test-molecule: venv engine ## every Molecule scenario (vendor-only ones behind t
 test-stack: venv engine ## the whole stack on the lab: converge, idempotence, testinfra, e2e, faults
 	scripts/stack-converge.sh
 	molecule verify -s stack
-	KV_CHAOS_SWITCH_BACK=$${KV_CHAOS_SWITCH_BACK:-0} pytest -q -rs tests/stack -m lab
+	pytest -q -rs tests/stack -m lab
 	KV_PROMETHEUS_URL=$(LAB_PROMETHEUS) pytest -q -rs tests/monitoring/test_dashboards.py
 
 test: lint test-app test-repo test-molecule test-stack ## everything, in that order
