@@ -1026,20 +1026,31 @@ def undocumented_write_failures(history: list[dict], level: str = "quorum") -> l
 
 
 def two_primaries(samples: list[dict]) -> list[dict]:
-    """Samples (``{"t", "nodes": {node: in_recovery (True/False/None: no answer)}}``) in which
-    more than one node ran as a primary."""
-    return [s for s in samples if sum(1 for v in s["nodes"].values() if v is False) > 1]
+    """Samples (``{"t", "nodes": {node: state}}``, states from :func:`pg_state`) in which more
+    than one node ran as a primary."""
+    return [s for s in samples if sum(1 for v in s["nodes"].values() if v == "primary") > 1]
 
 
-def _in_recovery(host: str) -> bool | None:
-    """``pg_is_in_recovery()`` asked on the host itself; None when PostgreSQL does not answer."""
+def pg_state(returncode: int, stdout: str, stderr: str) -> str:
+    """What ``psql -c 'SELECT pg_is_in_recovery()'`` run on a host says of its server:
+    ``primary``, ``standby``, ``down`` (psql's exit status 2: no connection to the server: not
+    running, starting, shutting down) or ``unknown: <why>`` (anything else)."""
+    out = stdout.strip()
+    if returncode == 0 and out in ("t", "f"):
+        return "standby" if out == "t" else "primary"
+    if returncode == 2:
+        return "down"
+    return f"unknown: exit {returncode} {(stdout + stderr).strip()[-200:]}"
+
+
+def _pg_state(host: str) -> str:
+    """``pg_is_in_recovery()`` asked on the host itself (docker exec, the local socket)."""
     try:
         p = dexec(host, "runuser", "-u", "postgres", "--", "psql", "-XAtq", "-d", "postgres",
                   "-c", "SELECT pg_is_in_recovery()", timeout=8, check=False)
     except subprocess.TimeoutExpired:
-        return None
-    out = p.stdout.strip()
-    return {"t": True, "f": False}.get(out) if p.returncode == 0 else None
+        return "unknown: no answer within 8 s"
+    return pg_state(p.returncode, p.stdout, p.stderr)
 
 
 def _require_patroni(host: str) -> None:
@@ -1072,9 +1083,11 @@ def _wait_new_primary(rec: Recorder, kill: dict, timeout: float = NEW_PRIMARY_TI
     """Wait (bounded) until the clients' history holds a quorum write acknowledged on a
     timeline after the kill's; returns that write."""
     deadline = time.monotonic() + timeout
+    seen = 0  # the history only grows: look at each operation once
     while time.monotonic() < deadline:
         with rec._lock:
-            ops = list(rec.history)
+            ops = rec.history[seen:]
+        seen += len(ops)
         found = [o for o in ops if o["op"] == "write" and o["level"] == "quorum"
                  and o["outcome"] == "ok" and o.get("version") is not None
                  and o["end"] >= kill["at"] and timeline_of(o["version"]) > kill["timeline"]]
@@ -1317,19 +1330,28 @@ def primary_network_cut() -> Fault:
     Healed, it rejoins as a standby on its own."""
 
     def inject(lab: Lab, ctx: dict) -> None:
-        _require_patroni(lab.primary())
+        victim = lab.primary()
+        _require_patroni(victim)
         ctx["ttl"] = lab.patroni_ttl()
+        # the probe must be able to tell a primary: it answers as one before the cut
+        state = _pg_state(victim)
+        if state != "primary":
+            raise RuntimeError(f"{victim}: asked locally before the cut, its server says "
+                               f"{state!r}, not 'primary': nothing was injected")
         _take_primary(lab, ctx, lambda v: _cut_network(v, ctx))
         ctx["isolated"] = ctx["kills"][0]["victim"]
 
     def probe(lab: Lab, ctx: dict, until: float) -> dict:
         victim, at = ctx["isolated"], ctx["kills"][0]["at"]
         deadline = at + ctx["ttl"] + 30
+        ctx["probe_states"] = []
         while time.monotonic() < deadline:
-            state = _in_recovery(victim)
-            if state is not False:  # in recovery, or not answering: no writes accepted
+            state = _pg_state(victim)
+            if state not in ctx["probe_states"]:
+                ctx["probe_states"].append(state)
+            if state in ("standby", "down"):  # in recovery, or not running: no writes accepted
                 ctx["demoted_after"] = round(time.monotonic() - at, 2)
-                ctx["demoted_state"] = "in recovery" if state else "not answering"
+                ctx["demoted_state"] = state
                 break
             time.sleep(0.3)
         _wait_new_primary(ctx["recorder"], ctx["kills"][0])
@@ -1345,8 +1367,8 @@ def primary_network_cut() -> Fault:
         out = _rejoined_check(ctx)
         after = ctx.get("demoted_after")
         if after is None:
-            out.append(f"{ctx.get('isolated')} still ran as a primary {ctx.get('ttl', 0) + 30}"
-                       " s after the cut")
+            out.append(f"{ctx.get('isolated')} was never seen refusing writes in "
+                       f"{ctx.get('ttl', 0) + 30} s after the cut: {ctx.get('probe_states')}")
         elif after > ctx["ttl"] + PROBE_SLACK:
             out.append(f"{ctx['isolated']} stopped accepting writes {after} s after the cut, "
                        f"past Patroni's ttl ({ctx['ttl']} s) + {PROBE_SLACK} s for the probe")
@@ -1404,7 +1426,7 @@ def _sample_primaries(lab: Lab, until: float, samples: list[dict]) -> None:
         if time.monotonic() >= until:
             return
         t0 = time.monotonic()
-        samples.append({"t": t0, "nodes": {n: _in_recovery(n) for n in nodes}})
+        samples.append({"t": t0, "nodes": {n: _pg_state(n) for n in nodes}})
         time.sleep(max(0.0, 0.5 - (time.monotonic() - t0)))
 
 
@@ -1457,9 +1479,13 @@ def etcd_quorum_lost() -> Fault:
         _sample_primaries(lab, until, samples)
         ctx["samples"] = len(samples)
         ctx["two_primaries"] = two_primaries(samples)
+        # the primary keeps serving: never seen demoted (a sample may go unanswered on a loaded
+        # machine: "unknown")
+        primary = [x["nodes"].get(ctx["before"]["primary"]) for x in samples]
+        ctx["primary_seen"] = primary.count("primary")
+        ctx["primary_demoted"] = primary.count("standby") + primary.count("down")
         return {"samples": len(samples), "two_primaries": ctx["two_primaries"][:5],
-                "unanswered": sum(1 for s in samples for v in s["nodes"].values()
-                                  if v is None)}
+                "states": dict(Counter(v for s in samples for v in s["nodes"].values()))}
 
     def heal(lab: Lab, ctx: dict) -> None:
         ctx["held"] = (ctx.get("held", (0.0,))[0], time.monotonic())
@@ -1472,6 +1498,10 @@ def etcd_quorum_lost() -> Fault:
         out = _same_primary_check(ctx, history)
         if not ctx.get("samples"):
             out.append("the nodes were never sampled while etcd had no quorum")
+        elif ctx.get("primary_demoted") or not ctx.get("primary_seen"):
+            out.append(f"the primary {ctx['before']['primary']} did not keep serving: a standby "
+                       f"or down in {ctx.get('primary_demoted')} of {ctx['samples']} samples, "
+                       f"a primary in {ctx.get('primary_seen')}")
         out += [f"two primaries at once: {s['nodes']}" for s in ctx.get("two_primaries", [])]
         return out
 

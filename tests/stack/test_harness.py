@@ -267,10 +267,20 @@ def test_undocumented_write_failures_leave_the_documented_503s_out():
 
 
 def test_two_primaries_in_a_sample():
-    samples = [{"t": 1, "nodes": {"pg1": False, "pg2": True, "pg3": True}},
-               {"t": 2, "nodes": {"pg1": False, "pg2": None, "pg3": True}},
-               {"t": 3, "nodes": {"pg1": False, "pg2": False, "pg3": True}}]
+    samples = [{"t": 1, "nodes": {"pg1": "primary", "pg2": "standby", "pg3": "standby"}},
+               {"t": 2, "nodes": {"pg1": "primary", "pg2": "down", "pg3": "unknown: x"}},
+               {"t": 3, "nodes": {"pg1": "primary", "pg2": "primary", "pg3": "standby"}}]
     assert [s["t"] for s in harness.two_primaries(samples)] == [3]
+
+
+def test_pg_state_from_psql():
+    assert harness.pg_state(0, "f\n", "") == "primary"
+    assert harness.pg_state(0, "t\n", "") == "standby"
+    # psql's 2: no connection (not running, starting up, shutting down)
+    assert harness.pg_state(2, "", "psql: error: connection to server ... failed") == "down"
+    assert harness.pg_state(1, "", "psql: error: relation").startswith("unknown: exit 1")
+    assert harness.pg_state(126, "", "OCI runtime exec failed").startswith("unknown: exit 126")
+    assert harness.pg_state(0, "", "").startswith("unknown")
 
 
 def test_rto_column_shows_the_median_and_every_kill():
