@@ -1147,9 +1147,11 @@ def _heal_rejoin(lab: Lab, ctx: dict) -> None:
     """Wait until every node taken away is a streaming standby again, on its own."""
     c = lab.wait_healthy(timeout=REJOIN_TIMEOUT, why="after the failover")
     for v in ctx.get("victims", []):
+        # a node killed earlier in the run may be the primary again (it rejoined before a
+        # later kill, which the run waited for, and was promoted since)
         if v != c.get("primary"):
             c = _wait_rejoined(lab, v)
-            ctx.setdefault("rejoined", []).append(v)
+        ctx.setdefault("rejoined", []).append(v)
     ctx["new_primary"] = c.get("primary")
     ctx["final_timeline"] = c.get("timeline")
 
