@@ -343,3 +343,18 @@ def test_apply_delay_goes_into_patroni_s_config_and_back_byte_for_byte(tmp_path)
     subprocess.run(["sh", "-c", harness.reset_apply_delay(str(config))], env=env, check=True,
                    timeout=30)
     assert config.read_text() == body
+
+
+def test_unpause_backstop_runs_in_its_own_session_and_is_ended_by_the_heal():
+    import os
+
+    # ended long before its sleep is over: the docker command never runs
+    proc = harness._unpause_backstop("kvlab-no-such-container", 60)
+    try:
+        assert os.getpgid(proc.pid) == proc.pid != os.getpgid(0)
+        assert proc.poll() is None
+    finally:
+        harness._end_backstop(proc)
+    assert proc.returncode == -15
+    harness._end_backstop(proc)  # already ended: nothing to do
+    harness._end_backstop(None)
