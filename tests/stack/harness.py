@@ -1381,7 +1381,7 @@ def primary_network_cut() -> Fault:
 
 
 def _etcd(host: str, action: str) -> None:
-    dexec(host, "systemctl", action, "etcd", timeout=90)
+    dexec(host, "systemctl", action, "etcd", timeout=120)
 
 
 def _etcd_all(hosts: list[str], action: str) -> None:
@@ -1399,7 +1399,7 @@ def _etcd_all(hosts: list[str], action: str) -> None:
     for t in threads:
         t.start()
     for t in threads:
-        t.join(timeout=120)
+        t.join(timeout=150)
     if errors:
         raise errors[0]
 
