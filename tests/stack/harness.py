@@ -861,8 +861,10 @@ def standby_down_past_purge() -> Fault:
         time.sleep(max(0.0, ctx["deleted_at"] + PURGE_HORIZON + 1 - time.monotonic()))
         p = dexec("app1", *PURGE_COMMAND, "--older-than", str(PURGE_HORIZON), timeout=120,
                   check=False)
-        ctx["purge"] = f"exit {p.returncode}: {(p.stdout + p.stderr).strip()[-300:]}"
-        return {"purge": ctx["purge"]}
+        # its report (stdout) apart from whatever it logged (stderr), each kept short
+        ctx["purge"] = f"exit {p.returncode}: {p.stdout.strip()[-300:]}"
+        ctx["purge_stderr"] = p.stderr.strip()[-600:]
+        return {"purge": ctx["purge"], "purge_stderr": ctx["purge_stderr"]}
 
     def heal(lab: Lab, ctx: dict) -> None:
         rec: Recorder = ctx["recorder"]
