@@ -91,6 +91,20 @@ def test_exporter_targets_by_group(rendered):
     assert targets(files, "alertmanager") == {("mon1", "mon1:9093", "10.0.0.41:9093")}
 
 
+def test_patroni_is_scraped_over_https_verified_with_the_project_ca(rendered):
+    _, files = rendered
+    assert targets(files, "patroni") == {
+        ("pg1", "pg1:8008", "10.0.0.31:8008"),
+        ("pg2", "pg2:8008", "10.0.0.32:8008"),
+    }
+    jobs = {j["job_name"]: j for j in yaml.safe_load(files["prometheus.yml"])["scrape_configs"]}
+    assert jobs["patroni"]["scheme"] == "https"
+    # the CA certificate role pki's ca_cert entry point installs; never insecure_skip_verify
+    assert jobs["patroni"]["tls_config"] == {"ca_file": "/etc/prometheus/pki/ca.crt"}
+    https = {n for n, j in jobs.items() if j.get("scheme") == "https" or "tls_config" in j}
+    assert https == {"patroni"}
+
+
 def test_prometheus_arguments(rendered):
     _, files = rendered
     args = files["prometheus.default"]
@@ -110,6 +124,13 @@ def test_alertmanager_routes_and_inhibition(rendered):
     host_down = config["inhibit_rules"][0]
     assert host_down["source_matchers"] == ['alertname="HostDown"']
     assert host_down["equal"] == ["host"]
+    # Patroni's view of a member mutes the exporter's alerts about the same host
+    rules = {r["source_matchers"][0]: r for r in config["inhibit_rules"]}
+    not_running = rules['alertname="PatroniPostgresNotRunning"']
+    assert not_running["target_matchers"] == [
+        'alertname=~"PostgresDown|PostgresStandbyNotStreaming|PatroniReplicaNotStreaming"'
+    ]
+    assert not_running["equal"] == ["host"]
 
 
 def test_grafana_provisioning_matches_the_dashboards(rendered):

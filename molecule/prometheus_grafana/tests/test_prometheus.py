@@ -86,9 +86,20 @@ def test_every_expected_target_is_up(mon):
 
 
 def test_empty_jobs_have_target_files(mon):
-    for job in ("kv", "postgres", "nginx"):
+    for job in ("kv", "postgres", "nginx", "etcd", "patroni"):
         content = mon.file(f"/etc/prometheus/file_sd/{job}.yml").content_string
         assert content.rstrip().endswith("[]"), content
+
+
+def test_project_ca_certificate_for_the_https_jobs(mon):
+    """The CA certificate (role pki, entry point ca_cert) the patroni job verifies targets with."""
+    ca = mon.file("/etc/prometheus/pki/ca.crt")
+    assert ca.exists
+    assert (ca.user, ca.group, ca.mode) == ("root", "prometheus", 0o644)
+    assert ca.content_string.startswith("-----BEGIN CERTIFICATE-----")
+    config = mon.file("/etc/prometheus/prometheus.yml").content_string
+    assert "ca_file: /etc/prometheus/pki/ca.crt" in config
+    assert "insecure_skip_verify" not in config
 
 
 def test_alert_rules_loaded(mon):
