@@ -65,6 +65,7 @@ def test_patroni_sees_one_leader_and_two_quorum_standbys(host):
     members = {m["Member"]: m for m in json.loads(patronictl(host, "list", "-f", "json"))}
     assert sorted(members) == sorted([PRIMARY, *STANDBYS])
     assert members[PRIMARY]["Role"] == "Leader" and members[PRIMARY]["State"] == "running"
+    assert not [m for m in members.values() if m.get("Pending restart")], members
     for name in STANDBYS:
         assert members[name]["Role"] == "Quorum Standby", members[name]
         assert members[name]["State"] == "streaming", members[name]
@@ -113,7 +114,7 @@ def test_settings(host):
             host,
             "SELECT name, setting FROM pg_settings WHERE name IN ('wal_level', 'wal_log_hints', "
             "'hot_standby', 'password_encryption', 'synchronous_standby_names', "
-            "'max_slot_wal_keep_size')",
+            "'max_slot_wal_keep_size', 'max_connections')",
         )
     )
     assert rows["wal_level"] == "replica"
@@ -121,6 +122,8 @@ def test_settings(host):
     assert rows["hot_standby"] == "on"
     assert rows["password_encryption"] == "scram-sha-256"
     assert rows["max_slot_wal_keep_size"] != "-1"
+    # lowered by side_effect.yml: applied everywhere by restarts, the leader last
+    assert rows["max_connections"] == "150"
     # Patroni's quorum mode: ANY k (the standbys it names), k = synchronous_node_count
     ssn = rows["synchronous_standby_names"]
     if host.backend.get_hostname() == PRIMARY:
