@@ -38,7 +38,7 @@ from django.conf import settings
 log = logging.getLogger("kv.watchdog")
 
 CANCEL_INTERVAL = 0.25
-ABANDON_AFTER = 1.0
+ABANDON_AFTER = 0.75
 MARGIN = 1.5  # a write answers within KV_WRITE_TIMEOUT + MARGIN (app/README.md)
 CANCEL_STATEMENT_TIMEOUT_MS = 2000
 
