@@ -1,0 +1,92 @@
+"""The operator's playbooks around Patroni, on the lab: maintenance mode (pause, resume), the
+manual failover of a paused cluster whose leader is gone, and their refusals.
+
+While paused, Patroni neither restarts a crashed PostgreSQL nor fails over: the test kills the
+leader's PostgreSQL, checks that nothing happens by itself for several of Patroni's loops, promotes
+a standby with `playbooks/failover.yml`, resumes, and waits until the former leader follows the
+new one. Every step is bounded; the cluster is resumed and healthy again in a ``finally``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from . import harness
+
+pytestmark = [pytest.mark.lab]
+
+# Patroni's loop_wait on the lab (roles/postgres_replication defaults): nothing may happen by
+# itself during this many loops of a paused cluster.
+LOOP_WAIT = 2.0
+QUIET_LOOPS = 4
+
+
+def members(host: str) -> dict:
+    p = harness.dexec(host, "patronictl", "list", "-f", "json", timeout=30)
+    return {m["Member"]: m for m in json.loads(p.stdout)}
+
+
+def cluster_json(lab: harness.Lab, host: str) -> dict:
+    p = harness.dexec(host, "python3", "-c", (
+        "import json, ssl, sys, urllib.request\n"
+        "ctx = ssl.create_default_context(cafile='/etc/patroni/pki/ca.crt')\n"
+        "print(urllib.request.urlopen(sys.argv[1], context=ctx, timeout=5).read().decode())\n"),
+        f"https://{lab.addresses[host]}:8008/cluster", timeout=30)
+    return json.loads(p.stdout)
+
+
+def leader(host: str) -> str | None:
+    found = [n for n, m in members(host).items() if m["Role"] == "Leader"]
+    return found[0] if found else None
+
+
+def maintenance(action: str):
+    return harness.playbook("maintenance.yml", timeout=300, extra=["-e", f"maintenance={action}"])
+
+
+def changed(p) -> int:
+    return sum(int(part.split("=")[1]) for line in p.stdout.splitlines() if "changed=" in line
+               for part in line.split() if part.startswith("changed="))
+
+
+def test_maintenance_refuses_an_unknown_action(lab):
+    with pytest.raises(RuntimeError, match="maintenance=pause"):
+        maintenance("stop")
+
+
+def test_failover_playbook_refuses_a_running_cluster(lab):
+    lab.wait_healthy(why="before the refused failover")
+    standby = lab.standbys()[0]
+    with pytest.raises(RuntimeError, match="not paused"):
+        harness.playbook("failover.yml", timeout=300, extra=["-e", f"failover_to={standby}"])
+    assert cluster_json(lab, standby).get("pause") is not True
+
+
+def test_paused_cluster_waits_for_the_operator_then_resumes(lab):
+    lab.wait_healthy(why="before the maintenance test")
+    old = lab.primary()
+    target = lab.standbys()[0]
+    try:
+        assert changed(maintenance("pause")) > 0
+        assert changed(maintenance("pause")) == 0, "pausing a paused cluster changed something"
+        assert cluster_json(lab, target).get("pause") is True
+        # the leader's PostgreSQL dies; paused, Patroni neither restarts it nor fails over
+        harness.dexec(old, "pkill", "--signal", "KILL", "-x", "postgres", timeout=30)
+        time.sleep(LOOP_WAIT * QUIET_LOOPS)
+        seen = members(target)
+        assert seen[old]["Role"] == "Leader", seen
+        assert seen[old]["State"] != "running", seen
+        assert not [n for n, m in seen.items() if n != old and m["Role"] == "Leader"], seen
+        # the operator promotes a standby by hand
+        harness.playbook("failover.yml", timeout=300, extra=["-e", f"failover_to={target}"])
+        assert leader(target) == target
+    finally:
+        maintenance("resume")
+    assert cluster_json(lab, target).get("pause") is not True
+    # resumed: the former leader is rewound and follows the new one by itself
+    c = lab.wait_healthy(timeout=180, why="after the manual failover and resume")
+    assert c["primary"] == target
+    assert c["nodes"][old]["role"] == "standby" and c["nodes"][old]["eligible"], c["nodes"][old]
