@@ -24,6 +24,8 @@ max_requests = int(os.environ.get("KV_MAX_REQUESTS", "0"))
 max_requests_jitter = max_requests // 10
 backlog = int(os.environ.get("KV_BACKLOG", "2048"))
 preload_app = False  # each worker opens its own database connections and threads
+# No control socket (gunicornc): nothing uses it, and the service may not write next to its code.
+control_socket_disable = True
 forwarded_allow_ips = os.environ.get("KV_FORWARDED_ALLOW_IPS", "127.0.0.1")
 proc_name = f"kv-{_port}"
 # nginx enforces the request line and header limits (large_client_header_buffers) and answers
