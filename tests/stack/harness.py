@@ -590,19 +590,11 @@ def probe_workers_free(lab: Lab, ctx: dict, until: float) -> dict:
 def standby_network_cut() -> Fault:
     def inject(lab: Lab, ctx: dict) -> None:
         ctx["victim"] = lab.standbys()[-1]
-        # netem needs the sch_netem module, which some kernels lack; a pfifo queue of length 0
-        # drops every packet the container sends just as well (a silent cut, no resets)
-        for qdisc in (["netem", "loss", "100%"], ["pfifo", "limit", "0"]):
-            p = dexec(ctx["victim"], "tc", "qdisc", "add", "dev", "eth0", "root", *qdisc,
-                      check=False)
-            if p.returncode == 0:
-                ctx["cut"] = " ".join(qdisc)
-                return
-        raise RuntimeError(f"tc could not cut {ctx['victim']}'s network: {p.stderr.strip()}")
+        _cut_network(ctx["victim"], ctx)
 
     def heal(lab: Lab, ctx: dict) -> None:
-        if ctx.get("cut"):
-            dexec(ctx["victim"], "tc", "qdisc", "del", "dev", "eth0", "root", check=False)
+        if "victim" in ctx:
+            _restore_network(ctx["victim"], ctx)
         lab.wait_healthy(why="after restoring a standby's network")
 
     return Fault("standby_network_cut", inject, heal, independent_reads=READ_LEVELS)
