@@ -21,12 +21,13 @@ MOLECULE_VENDOR_GATES := tests/monitoring/test_molecule_grafana.py tests/elk/tes
 LAB_PROMETHEUS := http://172.30.99.41:9090
 
 .PHONY: help venv engine image lab lab-converge lab-summary lab-down lab-token \
-        lint test test-app test-repo test-molecule test-stack chaos bench bench-app
+        lint test test-deps test-app test-repo test-molecule test-stack chaos bench bench-app
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: requirements.txt
+	scripts/host-deps.sh venv
 	python3 -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -r requirements.txt
@@ -62,10 +63,13 @@ lint: venv ## yamllint, ansible-lint (production profile), ruff
 	ANSIBLE_VAULT_PASSWORD_FILE=$(LAB_INV)/vault-password.txt ansible-lint --offline
 	ruff check .
 
-test-app: ## the app's tests against a real primary and two real standbys on loopback
+test-deps: ## install the machine packages the tests use (PostgreSQL binaries, promtool, ruby)
+	scripts/host-deps.sh test
+
+test-app: test-deps ## the app's tests against a real primary and two real standbys on loopback
 	app/run-tests.sh
 
-test-repo: venv ## repository-level tests (role specs, templates, rules, dashboards, checker)
+test-repo: venv test-deps ## repository-level tests (role specs, templates, rules, dashboards, checker)
 	KV_ELK_MOLECULE=0 KV_GRAFANA_MOLECULE=0 pytest -q -rs tests -m "not lab"
 
 test-molecule: venv engine ## every Molecule scenario (vendor-only ones behind their gates)
@@ -87,4 +91,5 @@ bench: venv ## wrk against the lab: balancer vs one instance vs a bare view (JSO
 	$(PLAYBOOK) playbooks/benchmark.yml
 
 bench-app: ## the app alone on loopback vs a minimal Django project: req/s, p50/p99, CPU/request
+	scripts/host-deps.sh bench
 	app/bench.sh
