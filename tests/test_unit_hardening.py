@@ -5,7 +5,7 @@ the controller: `systemd-analyze verify` reports nothing about the drop-in, and
 
 The base unit here is a bare one (ExecStart=/bin/true, the package unit's User=): it isolates
 what the drop-in contributes. These figures are offline estimates; the scores of the units on
-running hosts are measured by molecule/stack/tests/test_hardening.py on the lab, and README.md
+running hosts are measured by molecule/stack/tests/test_hardening.py on the lab, and docs/security.md
 ("systemd hardening") lists both."""
 
 import os
@@ -112,8 +112,8 @@ def test_the_verify_rule_catches_a_bad_dropin(bad, tmp_path):
 
 
 def readme_table():
-    """README.md's "systemd hardening" table: unit -> (documented exposure, where measured)."""
-    section = (ROOT / "README.md").read_text().split("## systemd hardening", 1)[1]
+    """docs/security.md's "systemd hardening" table: unit -> (documented exposure, where measured)."""
+    section = (ROOT / "docs" / "security.md").read_text().split("## systemd hardening", 1)[1]
     rows = {}
     for line in section.split("\n## ", 1)[0].splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
@@ -136,5 +136,5 @@ def test_dropin_alone_brings_the_unit_within_the_target(template, tmp_path):
     assert match, run.stdout[-1000:] + run.stderr[-1000:]
     assert float(match.group(1)) <= TARGET
     documented, where = readme_table()[unit]
-    if where == "offline only":  # the README's figure for a unit no running host scored
+    if where == "offline only":  # the documented figure for a unit no running host scored
         assert float(match.group(1)) <= documented

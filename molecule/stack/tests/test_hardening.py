@@ -1,5 +1,5 @@
 """testinfra on every host of the lab after site.yml: each systemd unit the roles run is within
-the exposure documented in README.md ("systemd hardening": the table is the one source of the
+the exposure documented in docs/security.md ("systemd hardening": the table is the one source of the
 figures), its sandbox is the role's drop-in, and the sandbox leaves the service working.
 
 Outside Molecule, against the lab (read-only but for one run of the tombstone purge and a reload
@@ -16,13 +16,13 @@ import pytest
 
 testinfra_hosts = ["all"]
 
-README = Path(__file__).resolve().parents[3] / "README.md"
+README = Path(__file__).resolve().parents[3] / "docs" / "security.md"
 TARGET = 5.0
 EXPOSURE = re.compile(r"Overall exposure level for (\S+): (\d+(?:\.\d+)?) ")
 
 
 def documented_units():
-    """The README's table: unit -> (groups, documented exposure, where it was measured)."""
+    """docs/security.md's table: unit -> (groups, documented exposure, where it was measured)."""
     text = README.read_text()
     section = text.split("## systemd hardening", 1)[1].split("\n## ", 1)[0]
     units = {}
@@ -86,7 +86,7 @@ def test_lab_units_within_their_documented_exposure(host):
     units = units_of(host, "lab")
     assert units, "no documented unit on this host"
     over = {u: (e, d) for u, d in units if (e := exposure_of(host, u)) > d}
-    assert over == {}, f"exposure above the README's figure (measured, documented): {over}"
+    assert over == {}, f"exposure above the figure of docs/security.md (measured, documented): {over}"
 
 
 def test_lab_units_run_with_the_roles_drop_in(host):
