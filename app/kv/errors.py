@@ -12,6 +12,7 @@ from rest_framework.response import Response
 
 from .consistency import InvalidInput
 from .parsers import ValueTooLarge
+from .public import is_public, redact_body
 from .quorum import QuorumUnavailable
 
 log = logging.getLogger("kv.errors")
@@ -73,6 +74,8 @@ def exception_handler(exc, context):
     if found is None:
         return None  # re-raised by DRF; kv.middleware turns it into a logged JSON 500
     status, body = found
+    if status >= 500 and is_public(context.get("request")):
+        body = redact_body(body)
     response = Response(body, status=status)
     if status == 401:
         response["WWW-Authenticate"] = 'Bearer realm="kv"'

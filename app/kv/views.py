@@ -27,6 +27,7 @@ from .consistency import (
 from .errors import method_not_allowed
 from .nodes import CLUSTER
 from .parsers import ValueTooLarge
+from .public import is_public
 from .quorum import (
     encode_value,
     fetch_row,
@@ -263,7 +264,8 @@ def healthz(request):
 
 @_safe_methods
 def readyz(request):
-    """A write quorum and a read quorum are reachable."""
+    """A write quorum and a read quorum are reachable (the reasons only on the internal
+    listener: kv.public)."""
     state = CLUSTER.state()
     reasons = []
     if state.primary is None:
@@ -276,6 +278,11 @@ def readyz(request):
                        f"{state.quorum.r} needed for a read quorum")
     if state.config_error is not None:
         reasons.append(f"quorum requests are refused: {state.config_error}")
+    if is_public(request):
+        if reasons:
+            return JsonResponse({"ready": False, "error": "not_ready",
+                                 "detail": "the service is not ready"}, status=503)
+        return JsonResponse({"ready": True})
     body = {"ready": not reasons, "primary": state.primary, "w": state.quorum.w,
             "r": state.quorum.r}
     if reasons:
