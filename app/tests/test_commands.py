@@ -3,6 +3,7 @@
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -160,3 +161,27 @@ def test_purge_zero_horizon_keeps_rewritten_keys_and_runs_alone(cluster):
     assert KVItem.objects.using("default").get(pk=back).deleted is False
     with pytest.raises(CommandError):
         call_command("kv_purge_tombstones", "--older-than", "-1", stdout=io.StringIO())
+
+
+def _readme_secret_key_recipe() -> str:
+    """The command the repository README gives for vault_django_secret_key (the recipe after
+    the variable's name, else the README's general one)."""
+    text = (Path(APP_DIR).parent / "README.md").read_text()
+    at = text.find("vault_django_secret_key")
+    found = re.search(r"`(openssl rand [^`]+)`", text[at:] if at >= 0 else text)
+    assert found, "no `openssl rand ...` recipe in README.md"
+    return found.group(1)
+
+
+def test_readme_secret_key_recipe_passes_check_deploy():
+    """A key made by the README's recipe passes check --deploy (no security.W009)."""
+    recipe = _readme_secret_key_recipe()
+    key = subprocess.run(recipe, shell=True, capture_output=True, text=True, timeout=10,
+                         check=True).stdout.strip()
+    env = {**os.environ, "DJANGO_DEBUG": "false", "DJANGO_ALLOWED_HOSTS": "kv.example.org",
+           "DJANGO_SECRET_KEY": key}
+    res = subprocess.run([sys.executable, "manage.py", "check", "--deploy", "--fail-level",
+                          "WARNING"], cwd=APP_DIR, env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert res.returncode == 0 and "W009" not in res.stdout + res.stderr, (
+        f"{recipe!r} made a key Django refuses: {res.stdout}{res.stderr}")
