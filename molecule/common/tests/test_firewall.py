@@ -1,0 +1,1 @@
+../../stack/tests/test_firewall.py

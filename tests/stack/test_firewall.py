@@ -1,0 +1,61 @@
+"""From a container on the lab network that is not in the inventory (172.30.99.250), every
+port the topology opens on any lab host (playbooks/vars/topology.yml, plus SSH) is tried: only
+lb1's 80 and 443 answer; everything else is refused or dropped. The scan is
+scripts/portscan.py, the command README "Security" documents."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+OUTSIDER = "172.30.99.250"
+IMAGE = "kvlab/debian:bookworm"
+NETWORK = "kvlab"
+
+
+def _lab_addresses() -> dict[str, str]:
+    inv = yaml.safe_load((ROOT / "inventory" / "lab" / "hosts.yml").read_text())
+    out: dict[str, str] = {}
+
+    def walk(group: dict) -> None:
+        for name, hv in (group.get("hosts") or {}).items():
+            if hv and "internal_address" in hv:
+                out[name] = hv["internal_address"]
+        for child in (group.get("children") or {}).values():
+            walk(child or {})
+
+    walk(inv["all"])
+    return out
+
+
+def _topology_ports() -> set[int]:
+    services = yaml.safe_load((ROOT / "playbooks" / "vars" / "topology.yml").read_text())
+    ports = {22}
+    for s in services["kv_topology_services"]:
+        p = s["ports"]
+        ports.update([8000, 8001, 8002] if isinstance(p, str) else p)
+    return ports
+
+
+@pytest.mark.lab
+def test_only_the_balancer_answers_from_outside_the_inventory(lab):
+    addresses = _lab_addresses()
+    assert OUTSIDER not in addresses.values()
+    ports = sorted(_topology_ports())
+    cmd = ["docker", "run", "--rm", "-i", "--network", NETWORK, "--ip", OUTSIDER, IMAGE,
+           "timeout", "60", "python3", "-", "--hosts", ",".join(addresses.values()),
+           "--ports", ",".join(map(str, ports)), "--timeout", "2"]
+    run = subprocess.run(cmd, input=(ROOT / "scripts" / "portscan.py").read_text(),
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert run.returncode == 0, run.stderr
+    results = [json.loads(line) for line in run.stdout.splitlines()]
+    assert len(results) == len(addresses) * len(ports), run.stdout
+    by_address = {a: n for n, a in addresses.items()}
+    open_ports = sorted((by_address[r["host"]], r["port"]) for r in results
+                        if r["state"] == "open")
+    assert open_ports == [("lb1", 80), ("lb1", 443)], open_ports

@@ -1,0 +1,144 @@
+"""The topology (playbooks/vars/topology.yml: which group serves which port to which groups, the
+firewall's one source) agrees with what the roles listen on and who they let in: the roles'
+default ports, pg_hba's client groups, Prometheus' scrape targets, nginx's upstreams. A role that
+opens a new port or a new client without the topology fails here, not on a host."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+from jinja2.nativetypes import NativeEnvironment
+
+ROOT = Path(__file__).resolve().parent.parent
+ROLES = ROOT / "roles"
+NATIVE = NativeEnvironment()
+
+
+def _yaml(path: Path):
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def _defaults(role: str) -> dict:
+    return _yaml(ROLES / role / "defaults" / "main.yml")
+
+
+def _render(value, context: dict):
+    if isinstance(value, str) and "{{" in value:
+        return NATIVE.from_string(value).render(**context)
+    if isinstance(value, list):
+        return [_render(v, context) for v in value]
+    if isinstance(value, dict):
+        return {k: _render(v, context) for k, v in value.items()}
+    return value
+
+
+def _services() -> list[dict]:
+    services = _yaml(ROOT / "playbooks" / "vars" / "topology.yml")["kv_topology_services"]
+    return [{**s, "ports": [int(p) for p in _render(s["ports"], {})],
+             "from_groups": s.get("from_groups", [])} for s in services]
+
+
+SERVICES = _services()
+
+
+def _allows(group: str, port: int, client: str) -> bool:
+    return any(port in s["ports"] and s["group"] == group
+               and (client in s["from_groups"] or "all" in s["from_groups"])
+               for s in SERVICES)
+
+
+def _served(group: str, port: int) -> list[dict]:
+    return [s for s in SERVICES if s["group"] == group and port in s["ports"]]
+
+
+def test_playbook_passes_the_topology_to_the_firewall():
+    play = _yaml(ROOT / "playbooks" / "common.yml")[0]
+    assert "vars/topology.yml" in play["vars_files"]
+    role = next(r for r in play["roles"] if r["role"] == "common")
+    assert role["common_firewall_services"] == "{{ kv_topology_services }}"
+
+
+def test_every_service_is_well_formed():
+    names = [s["name"] for s in SERVICES]
+    assert len(names) == len(set(names)), names
+    for s in SERVICES:
+        assert s["ports"] and all(1 <= p <= 65535 for p in s["ports"]), s
+        assert s["from_groups"] or s.get("from_cidrs") or s.get("public"), f"{s['name']}: no source"
+
+
+def test_every_listening_port_of_the_roles_is_in_the_topology():
+    """Each role's default *_port is served by some group of the topology (ports a role only
+    connects to are listed as such)."""
+    client_only = {"django_kv_db_port", "postgres_replication_etcd_port",
+                   "common_firewall_ssh_port"}
+    ports = set().union(*(s["ports"] for s in SERVICES))
+    missing = {}
+    for role in sorted(p.name for p in ROLES.iterdir() if (p / "defaults" / "main.yml").is_file()):
+        for key, value in _defaults(role).items():
+            if (key.endswith("_port") and key not in client_only and isinstance(value, int)
+                    and value not in ports):
+                missing[key] = value
+    assert missing == {}, f"ports the roles open that playbooks/vars/topology.yml lacks: {missing}"
+
+
+def test_postgresql_clients_are_pg_hba_clients():
+    d = _defaults("postgres_replication")
+    hba = (ROLES / "postgres_replication" / "templates" / "patroni.yml.j2").read_text()
+    # Replication and rewind from the members (the hosts of postgres_replication_group).
+    assert "__postgres_replication_members" in hba
+    assert _allows(d["postgres_replication_group"], d["postgres_replication_port"],
+                   d["postgres_replication_group"])
+    for var in ("postgres_replication_app_group", "postgres_replication_monitoring_group"):
+        assert f"groups[{var}]" in hba, f"pg_hba no longer built from {var}"
+        assert _allows(d["postgres_replication_group"], d["postgres_replication_port"], d[var]), (
+            f"{d[var]} ({var}) is a pg_hba client but cannot reach port "
+            f"{d['postgres_replication_port']}")
+    # The members' Patroni API and etcd (Patroni's DCS) between the members.
+    assert _allows(d["postgres_replication_group"], d["postgres_replication_patroni_port"],
+                   d["postgres_replication_group"])
+    assert _allows(d["postgres_replication_dcs_group"], d["postgres_replication_etcd_port"],
+                   d["postgres_replication_group"])
+    assert _defaults("django_kv")["django_kv_db_port"] == d["postgres_replication_port"]
+
+
+def test_scrape_targets_are_reachable_from_monitoring():
+    d = _defaults("prometheus_grafana")
+    jobs = _render(_yaml(ROLES / "prometheus_grafana" / "vars" / "main.yml")
+                   ["prometheus_grafana_jobs"], d)
+    monitoring = d["prometheus_grafana_monitoring_group"]
+    assert {j["name"] for j in jobs} >= {"node", "kv", "postgres", "nginx", "etcd"}
+    for job in jobs:
+        for port in [int(p) for p in job["ports"]]:
+            assert _allows(job["group"], port, monitoring), (
+                f"Prometheus scrapes {job['group']}:{port} (job {job['name']}) but the "
+                f"topology does not let {monitoring} reach it")
+
+
+def test_nginx_upstreams_are_the_app_instances():
+    n = _defaults("nginx")
+    kv = next(s for s in SERVICES if s["name"] == "kv_instances")
+    assert kv["group"] == n["nginx_upstream_group"]
+    assert kv["ports"] == n["nginx_upstream_default_ports"] == _defaults("django_kv")[
+        "django_kv_instances"]
+    assert n["nginx_lb_group"] in kv["from_groups"]
+    for port in (n["nginx_http_port"], n["nginx_https_port"]):
+        assert any(s.get("public") for s in _served(n["nginx_lb_group"], port)), port
+    assert _allows(n["nginx_lb_group"], n["nginx_exporter_port"], "monitoring")
+
+
+def test_etcd_and_logging():
+    e = _defaults("etcd")
+    assert _allows(e["etcd_group"], e["etcd_peer_port"], e["etcd_group"])
+    assert _allows(e["etcd_group"], e["etcd_client_port"], e["etcd_group"])
+    elk = _defaults("elk")
+    group = elk["elk_logging_group"]
+    beats = _served(group, elk["elk_logstash_beats_port"])
+    assert beats and all("all" in s["from_groups"] for s in beats), "every host ships logs"
+    for entry in elk["elk_filebeat_inputs"]:
+        assert _allows(group, elk["elk_logstash_beats_port"], entry["group"])
+
+
+@pytest.mark.parametrize("port", [8432])
+def test_pgbackrest_both_ways(port):
+    assert _allows("postgres", port, "backup")
+    assert _allows("backup", port, "postgres")
