@@ -24,8 +24,10 @@ import os
 import re
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import app_report
+if __package__:
+    from . import app_report
+else:  # run as a file: its own directory is first on sys.path
+    import app_report
 
 # (layer, pattern on a frame's file path): the first match wins, so specific before general.
 LAYERS = [

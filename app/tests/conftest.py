@@ -41,6 +41,9 @@ TEST_ENV = {
 
 
 def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "changes_cluster: changes the session's cluster for good (a failover); runs "
+        "after every other test")
     global _cluster
     _cluster = PgCluster.create()
     os.environ.update(_cluster.env())
@@ -55,6 +58,12 @@ def pytest_configure(config):
         for name, token, scopes in TOKENS.values():
             call_command("kv_token", "create", "--name", name, "--token", token,
                          "--scopes", scopes, stdout=devnull)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``changes_cluster`` run last, whatever their file's name (a stable sort:
+    the order of the others is kept)."""
+    items.sort(key=lambda item: item.get_closest_marker("changes_cluster") is not None)
 
 
 def pytest_unconfigure(config):

@@ -4,20 +4,17 @@ when the app, its requirements or the target change (no network: the wheelhouse 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import subprocess
 import sys
 import tarfile
 from pathlib import Path
 
+import kv_release  # roles/django_kv/files, on pytest's pythonpath (pyproject.toml)
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "roles" / "django_kv" / "files" / "kv_release.py"
-spec = importlib.util.spec_from_file_location("kv_release", SCRIPT)
-kv_release = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(kv_release)
+SCRIPT = Path(kv_release.__file__)
 
 TARGET = ["--python", "3.11", "--arch", "x86_64", "--glibc", "2.36"]
 

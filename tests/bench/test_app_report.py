@@ -3,16 +3,11 @@ CPU per request add up over the rounds, p50/p99 are the median of the rounds, ev
 ratios to both ceilings (the minimal Django project and the app's bare view), the targets follow
 from the ratio to the minimal project, and an error in any round fails the "every case" line."""
 
-import importlib.util
 import os
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location("app_report", ROOT / "bench" / "app_report.py")
-app_report = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(app_report)
+from bench import app_report
 
 
 def wrk_text(requests, seconds=3.0, p50="2.00ms", p99="10.00ms", non2xx=0, socket=None):

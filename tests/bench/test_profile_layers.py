@@ -2,18 +2,9 @@
 frame that belongs to a layer (standard-library frames charge their caller), and a layer's
 Python CPU per request is its samples / rate / requests."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "bench"))
-_spec = importlib.util.spec_from_file_location("profile_layers", ROOT / "bench" /
-                                               "profile_layers.py")
-profile_layers = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(profile_layers)
+from bench import profile_layers
 
 ROOTS = ('process 10:"gunicorn";process 11:"gunicorn";run (threading.py:982);'
          "handle (gunicorn/workers/gthread.py:553);__call__ (django/core/handlers/wsgi.py:124)")

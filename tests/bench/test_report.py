@@ -2,15 +2,9 @@
 ratios and the targets follow from it, and any non-2xx or socket error (any round, warm-up
 included) fails the "every case" requirement."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location("bench_report", ROOT / "bench" / "report.py")
-report = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(report)
+from bench import cpu_sampler, report
 
 
 def wrk(requests, seconds=10.0, non2xx=0, timeouts=0, statuses=None):
@@ -161,9 +155,7 @@ def test_cpu_per_request_from_the_samples_over_each_run():
 
 
 def test_cpu_sampler_line_format(tmp_path):
-    spec = importlib.util.spec_from_file_location("cpu_sampler", ROOT / "bench" / "cpu_sampler.py")
-    sampler = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(sampler)
+    sampler = cpu_sampler
     out = tmp_path / "cpu.txt"
     assert sampler.main(["cpu_sampler.py", str(out), "0.05", "0.12"]) == 0
     rows = report.parse_samples(out.read_text())

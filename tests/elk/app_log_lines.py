@@ -4,7 +4,9 @@ Runs the app's own code: its logging configuration's formatter (kvsite.settings 
 kv.logjson.EcsJsonFormatter) and its request middleware (kv.middleware), which writes the access
 line of every request. Needs a Python that has the app's requirements (Django, DRF):
 
-    app/.venv/bin/python tests/elk/app_log_lines.py [--formatter-only]
+    PYTHONPATH=app app/.venv/bin/python -m tests.elk.app_log_lines [--formatter-only]
+
+(from the repository's root: the app's ``kv`` package comes from app/, this one from tests/).
 
 --formatter-only uses the formatter alone (standard library only) for a request-scoped line.
 No database is used: the middleware wraps a view stub that answers like the KV views do.
@@ -13,7 +15,6 @@ No database is used: the middleware wraps a view stub that answers like the KV v
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import io
 import logging
 import sys
@@ -22,15 +23,8 @@ from pathlib import Path
 APP = Path(__file__).resolve().parents[2] / "app"
 
 
-def _formatter_module():
-    spec = importlib.util.spec_from_file_location("kv_logjson", APP / "kv" / "logjson.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def formatter_only() -> list[str]:
-    logjson = _formatter_module()
+    from kv import logjson
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(logjson.EcsJsonFormatter())
@@ -48,7 +42,6 @@ def formatter_only() -> list[str]:
 
 
 def through_middleware() -> list[str]:
-    sys.path.insert(0, str(APP))
     import django
     from django.conf import settings
 

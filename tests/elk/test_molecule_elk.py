@@ -13,7 +13,8 @@ import os
 from pathlib import Path
 
 import pytest
-from molecule_gate import run_scenario
+
+from tests.molecule_gate import run_scenario
 
 from .vendor_repo import probe, repo_url
 

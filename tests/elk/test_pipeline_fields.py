@@ -90,7 +90,8 @@ def _app_python() -> str | None:
 @functools.cache
 def _run_app(*args: str, python: str = sys.executable) -> list[str]:
     done = subprocess.run(
-        [python, str(HERE / "app_log_lines.py"), *args], capture_output=True, text=True, timeout=60
+        [python, "-m", "tests.elk.app_log_lines", *args], capture_output=True, text=True,
+        timeout=60, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO / "app")},
     )
     assert done.returncode == 0, f"the app's logging code failed:\n{done.stderr[-3000:]}"
     lines = [line for line in done.stdout.splitlines() if line.strip()]
@@ -343,7 +344,8 @@ def test_fixture_app_lines_match_what_the_app_writes():
     stale = [sorted(s) for s in fresh if s not in fixture]
     assert not stale, (
         "tests/elk/fixtures/app.jsonl is out of date; regenerate it with "
-        f"`app/.venv/bin/python tests/elk/app_log_lines.py > tests/elk/fixtures/app.jsonl`: {stale}"
+        "`PYTHONPATH=app app/.venv/bin/python -m tests.elk.app_log_lines "
+        f"> tests/elk/fixtures/app.jsonl`: {stale}"
     )
 
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from molecule_gate import run_scenario
+
+from tests.molecule_gate import run_scenario
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULTS = REPO / "roles" / "prometheus_grafana" / "defaults" / "main.yml"

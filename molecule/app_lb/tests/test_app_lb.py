@@ -22,9 +22,9 @@ import requests
 import testinfra
 import urllib3
 
+from tests.app_lb.load import Load
+
 ROOT = Path(__file__).resolve().parents[3]
-sys.path.insert(0, str(ROOT))
-from tests.app_lb.load import Load  # noqa: E402
 
 urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
 

@@ -3,7 +3,6 @@ in Elasticsearch by its request id."""
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import logging
@@ -13,6 +12,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from kv import logjson  # app/kv, on pytest's pythonpath (pyproject.toml)
 
 testinfra_hosts = ["all"]
 REPO = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).resolve().parents[3]))
@@ -139,9 +139,6 @@ def test_kibana_objects(host, log1):
 
 def _app_line(rid: str) -> str:
     """A line written by the app's own formatter (app/kv/logjson.py) for a request."""
-    spec = importlib.util.spec_from_file_location("kv_logjson", REPO / "app/kv/logjson.py")
-    logjson = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(logjson)
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(logjson.EcsJsonFormatter())

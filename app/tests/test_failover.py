@@ -1,4 +1,5 @@
-"""Failover (runs last: it changes the session's cluster for good).
+"""Failover (marked ``changes_cluster``, so it runs last: it changes the session's cluster for
+good).
 
 p1 is stopped (fenced), s1 promoted, s2 re-pointed to s1. The app needs no configuration change:
 it finds s1 as primary on the new timeline, versions keep increasing across the failover, and
@@ -8,10 +9,13 @@ when the old primary comes back unfenced on its abandoned timeline it never serv
 import json
 import time
 
+import pytest
 from kv.consistency import split_version
 
 from tests.conftest import refresh_nodes, unique
 from tests.pgcluster import PG_BIN, REPL_PASSWORD, _q, _run
+
+pytestmark = pytest.mark.changes_cluster
 
 
 def put(client, key, value):

@@ -1,0 +1,1 @@
+"""The repository-level tests, a package: see docs/testing.md."""
