@@ -35,7 +35,7 @@ def main() -> int:
 
     django.setup()
     from django.test import Client
-    from kv import quorum
+    from kv import reads
     from kv.nodes import CLUSTER
 
     client = Client(HTTP_AUTHORIZATION=f"Bearer {sys.argv[1]}",
@@ -50,10 +50,10 @@ def main() -> int:
         ("r=primary", "/api/kv/cpu-probe?r=primary"), ("r=quorum", "/api/kv/cpu-probe?r=quorum")]}
     primary = CLUSTER.state().primary
     functions = {
-        "fetch_row (primary)": lambda: quorum.fetch_row(primary, "cpu-probe"),
-        "read_one": lambda: quorum.read_one("cpu-probe", 5.0),
-        "read_primary": lambda: quorum.read_primary("cpu-probe"),
-        "read_quorum": lambda: quorum.read_quorum("cpu-probe"),
+        "fetch_row (primary)": lambda: reads.fetch_row(primary, "cpu-probe"),
+        "read_one": lambda: reads.read("cpu-probe", "one", 5.0),
+        "read_primary": lambda: reads.read("cpu-probe", "primary", 5.0),
+        "read_quorum": lambda: reads.read("cpu-probe", "quorum", 5.0),
     }
     for group, unit, scale in ((requests, "ms", 1e3), (functions, "us", 1e6)):
         for _ in range(ROUNDS):

@@ -3,8 +3,9 @@
 Only SHA-256 digests are stored (tokens are long random strings, so a slow hash buys nothing).
 Each worker caches lookups for KV_TOKEN_CACHE_TTL seconds, so a revoked token stops working
 within that time (plus replication lag when a standby answers). A lookup asks the primary first
-through the read engine (kv.fanout): a primary that hangs is hedged with a standby after a
-quarter of KV_READ_TIMEOUT, and the lookup gives up at KV_READ_TIMEOUT (503).
+(kv.selection.token_lookup_order) through the read engine (kv.fanout): a primary that hangs is
+hedged with a standby after a quarter of KV_READ_TIMEOUT, and the lookup gives up at
+KV_READ_TIMEOUT (503).
 """
 
 from __future__ import annotations
@@ -68,19 +69,15 @@ def _fetch(digest: str):
     """(name, scopes) of the token with SHA-256 ``digest``, or None: the primary first (last
     when it was found silent since the last probe), then the other nodes that may serve reads,
     each bounded by KV_READ_TIMEOUT as a whole."""
-    from . import fanout
+    from . import fanout, selection
     from .models import ApiToken
     from .nodes import CLUSTER
-    from .quorum import _read_failed
+    from .reads import read_failed
 
-    state = CLUSTER.state()
-    others = CLUSTER.order([n for n in state.eligible() if n != state.primary])
-    candidates = ([state.primary] if state.primary else []) + others
-    if state.primary and CLUSTER.suspect(state.primary):
-        candidates = [*others, state.primary]  # a primary found silent is asked last
+    candidates = selection.token_lookup_order(CLUSTER.state())
     sql = f"SELECT name, scopes FROM {ApiToken._meta.db_table} WHERE token_sha256 = %s"
     answers, outcomes = fanout.gather(sql, [digest], candidates, 1, settings.KV["READ_TIMEOUT"],
-                                      _read_failed("token lookup"))
+                                      read_failed("token lookup"))
     if not answers:
         why = "; ".join(f"{name}: {text}" for name, text in outcomes.items())
         raise OperationalError(f"no node answered the token lookup ({why or 'none may serve'})")

@@ -11,9 +11,9 @@ from rest_framework import exceptions
 from rest_framework.response import Response
 
 from .consistency import InvalidInput
+from .outcomes import QuorumUnavailable
 from .parsers import ValueTooLarge
 from .public import is_public, redact_body
-from .quorum import QuorumUnavailable
 
 log = logging.getLogger("kv.errors")
 

@@ -1,13 +1,12 @@
-"""The read engine: single-key reads, listings (kv.reads) and token lookups (kv.auth) in the
-request thread, one non-blocking query per node, waited on together.
+"""The read engine's queries: every read of kv.reads (keys and listings) and the token lookups
+(kv.auth) in the request thread, one non-blocking query per node, waited on together.
 
 A quorum read needs the answers of R nodes at once. Handing R - 1 of its queries to other
-threads cost, per request, about as much CPU as a query (a Future, a wake-up, the GIL passed
-back and forth; measured 430-600 us per quorum read in-process against 220-330 us for the same
-two queries run one after the other). Here the request thread keeps one asynchronous libpq
-connection per node (psycopg2 ``async_=1``), sends the statement to every node it asks before
-waiting for any, and waits for their sockets with poll(2): the nodes work concurrently, the
-thread never blocks on one of them, and no other thread is involved.
+threads costs, per request, about as much CPU as a query (a Future, a wake-up, the GIL passed
+back and forth; the figures are in docs/benchmarks.md). Here the request thread keeps one
+asynchronous libpq connection per node (psycopg2 ``async_=1``), sends the statement to every node
+it asks before waiting for any, and waits for their sockets with poll(2): the nodes work
+concurrently, the thread never blocks on one of them, and no other thread is involved.
 
 The deadline (``timeout``, KV_READ_TIMEOUT) bounds the whole read, connecting included. A node
 that fails is replaced by the next candidate at once; a node that is merely silent (cut

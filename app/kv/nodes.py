@@ -13,26 +13,30 @@ Every worker process probes every node of KV_DB_NODES at most once per KV_NODE_C
 
 A failover therefore needs no change in the app's configuration: the next probe finds the new
 primary on its higher timeline.
+
+The thread pools and the probe's SQL are in kv.probe, the state's types in kv.nodestate, the
+quorum configuration check in kv.quorum_config; the choice of nodes from a state is
+kv.selection's. This module stays a little over 300 lines: the verdict drawn from one round of
+probes (Cluster._build) is one algorithm, read best in one piece.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import random
 import threading
 import time
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, wait
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import asdict, dataclass, field
 
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, connections
 
 from . import fanout, metrics
-from .consistency import Quorum, parse_lsn, parse_sync_standby_names, quorum_sizes
+from .consistency import parse_lsn, parse_sync_standby_names, quorum_sizes
+from .nodestate import ClusterState, NodeStatus
+from .probe import on_node, pool, probe, short_error
+from .quorum_config import quorum_config_error
 
 log = logging.getLogger("kv.nodes")
 
@@ -40,188 +44,7 @@ log = logging.getLogger("kv.nodes")
 # position (see Cluster._staleness); at the default KV_NODE_CACHE_TTL about 8 minutes of them.
 _LSN_SAMPLES = 512
 
-PROBE_SQL = """
-SELECT pg_is_in_recovery(),
-       CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END,
-       CASE WHEN pg_is_in_recovery() THEN NULL
-            ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END,
-       pg_last_wal_replay_lsn()::text,
-       pg_last_wal_receive_lsn()::text,
-       (SELECT received_tli FROM pg_stat_wal_receiver LIMIT 1),
-       (SELECT status FROM pg_stat_wal_receiver LIMIT 1),
-       CASE WHEN pg_is_in_recovery() AND pg_last_wal_receive_lsn() > pg_last_wal_replay_lsn()
-            THEN extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8
-            ELSE 0 END,
-       current_setting('synchronous_standby_names'),
-       pg_postmaster_start_time()::text,
-       CASE WHEN pg_is_in_recovery()
-            THEN extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8 END
-"""
-REPLICATION_SQL = """
-SELECT application_name, state, sync_state, replay_lsn::text,
-       extract(epoch FROM replay_lag)::float8,
-       pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::float8
-  FROM pg_stat_replication
-"""
-
-
-@dataclass
-class NodeStatus:
-    name: str
-    address: str
-    reachable: bool = False
-    error: str | None = None
-    role: str = "unreachable"  # primary | standby | stale_primary | split_brain | unreachable
-    in_recovery: bool | None = None
-    timeline: int | None = None
-    current_lsn: str | None = None
-    replay_lsn: str | None = None
-    receive_lsn: str | None = None
-    receiver_status: str | None = None
-    replication_state: str | None = None
-    sync_state: str | None = None
-    lag_seconds: float | None = None
-    lag_bytes: int | None = None
-    eligible: bool = False  # may serve reads
-    reason: str | None = None  # why not eligible
-    probe_ms: float | None = None
-    sync_standby_names: str | None = field(default=None, repr=False)
-    _standby_lag: float = field(default=0.0, repr=False)
-    _started: str | None = field(default=None, repr=False)
-    _since_replay: float | None = field(default=None, repr=False)
-
-    def public(self) -> dict:
-        d = asdict(self)
-        d.pop("sync_standby_names")
-        d.pop("_standby_lag")
-        d.pop("_started")
-        d.pop("_since_replay")
-        return d
-
-
-@dataclass
-class ClusterState:
-    nodes: dict[str, NodeStatus]
-    primary: str | None
-    timeline: int | None
-    quorum: Quorum
-    sync_streaming: int
-    problems: list[str]
-    taken_at: float  # time.monotonic()
-    taken_wall: float
-    config_error: str | None = None  # why R + W > N cannot hold: quorum requests are refused
-
-    def eligible(self) -> list[str]:
-        return [n for n, s in self.nodes.items() if s.eligible]
-
-    def standbys(self, max_lag: float | None = None) -> list[str]:
-        out = []
-        for name, s in self.nodes.items():
-            if not s.eligible or name == self.primary:
-                continue
-            if max_lag is not None and (s.lag_seconds is None or s.lag_seconds > max_lag):
-                continue
-            out.append(name)
-        return out
-
-    def write_quorum_ok(self) -> bool:
-        return self.primary is not None and self.sync_streaming >= self.quorum.k
-
-    def read_quorum_ok(self) -> bool:
-        return len(self.eligible()) >= self.quorum.r
-
-    def public(self) -> dict:
-        return {
-            "primary": self.primary,
-            "timeline": self.timeline,
-            "n": self.quorum.n,
-            "k": self.quorum.k,
-            "w": self.quorum.w,
-            "r": self.quorum.r,
-            "sync_standbys_streaming": self.sync_streaming,
-            "write_quorum": self.write_quorum_ok(),
-            "read_quorum": self.read_quorum_ok(),
-            "problems": self.problems,
-            "config_error": self.config_error,
-            "age_seconds": round(time.monotonic() - self.taken_at, 3),
-            "nodes": {name: s.public() for name, s in self.nodes.items()},
-        }
-
-
-# ------------------------------------------------------------------ thread pools per process
-
-_pool_lock = threading.Lock()
-_pools: dict[str, ThreadPoolExecutor] = {}
-_pools_pid: int | None = None
-
-
-def pool(node: str) -> ThreadPoolExecutor:
-    """Threads that query one node (quorum listings, probes): each keeps one connection to that
-    node only, so a worker holds at most KV_READ_POOL_SIZE pooled connections per node, and a
-    node that hangs ties up only its own threads."""
-    global _pools_pid
-    ex = _pools.get(node)
-    if ex is not None and _pools_pid == os.getpid():
-        return ex
-    with _pool_lock:
-        if _pools_pid != os.getpid():
-            _pools.clear()
-            _pools_pid = os.getpid()
-        ex = _pools.get(node)
-        if ex is None:
-            ex = _pools[node] = ThreadPoolExecutor(
-                max_workers=settings.KV["READ_POOL_SIZE"], thread_name_prefix=f"kv-{node}")
-        return ex
-
-
 _ticker_lock = threading.Lock()
-
-
-def on_node(alias: str, fn, *args):
-    """Run ``fn(*args)``, a read-only query on node ``alias``, in the calling thread.
-
-    A failed connection is closed so that the next use reconnects (threads of the pool never see
-    Django's request_finished, which otherwise does this). A kept connection that turns out to
-    be dead (the node restarted since) is retried once on a new connection: reads only.
-    """
-    conn = connections[alias]
-    for attempt in (1, 2):
-        reused = conn.connection is not None
-        try:
-            if reused and conn.errors_occurred:
-                conn.close()
-                reused = False
-            return fn(*args)
-        except (OperationalError, InterfaceError):
-            _close(conn)
-            if not reused or attempt == 2:
-                raise
-        except Exception:
-            _close(conn)
-            raise
-    raise AssertionError("unreachable")
-
-
-def _close(conn) -> None:
-    with contextlib.suppress(Exception):
-        conn.close()
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return f"{type(exc).__name__}: {text}"[:300]
-
-
-def _probe(name: str):
-    started = time.perf_counter()
-    with connections[name].cursor() as cur:
-        cur.execute(PROBE_SQL)
-        row = cur.fetchone()
-        repl = []
-        if row[0] is False:
-            cur.execute(REPLICATION_SQL)
-            repl = cur.fetchall()
-    return row, repl, (time.perf_counter() - started) * 1000
 
 
 class Cluster:
@@ -310,25 +133,13 @@ class Cluster:
         """A query on ``name`` just failed: try it last until the next probe."""
         self._failed[name] = time.monotonic()
 
-    def suspect(self, name: str) -> bool:
-        """``name`` failed (or its probe went silent) since the last probe started."""
-        failed = self._failed.get(name)
-        return failed is not None and failed >= self._probed_at
-
-    def order(self, names: list[str]) -> list[str]:
-        """Random order (spreads load), nodes that failed since the last probe started last
-        (a probe that answered before the node hung does not clear a later failure)."""
+    def suspects(self) -> set[str]:
+        """The nodes that failed since the last probe started (a probe that answered before the
+        node hung does not clear a later failure); kv.selection asks them last."""
         if not self._failed:
-            out = list(names)
-            random.shuffle(out)
-            return out
+            return set()
         since = self._probed_at
-        suspect = {n for n, t in list(self._failed.items()) if t >= since}
-        fresh = [n for n in names if n not in suspect]
-        tail = [n for n in names if n in suspect]
-        random.shuffle(fresh)
-        random.shuffle(tail)
-        return fresh + tail
+        return {n for n, t in list(self._failed.items()) if t >= since}
 
     def _refresh(self) -> ClusterState:
         timeout = settings.KV["READ_TIMEOUT"]
@@ -340,7 +151,7 @@ class Cluster:
             if old is not None and not old.done():
                 nodes[name].error = "previous probe still running"
                 continue
-            fut = pool(name).submit(on_node, name, _probe, name)
+            fut = pool(name).submit(on_node, name, probe, name)
             self._inflight[name] = futures[name] = fut
         deadline = time.monotonic() + timeout
         # A node whose probe is still silent after the hedge delay goes last in the read order
@@ -357,7 +168,7 @@ class Cluster:
             except FutureTimeout:
                 nodes[name].error = f"probe timed out after {timeout}s"
             except Exception as exc:
-                nodes[name].error = _short(exc)
+                nodes[name].error = short_error(exc)
         st = self._build(nodes, results, probed_at)
         self._state = st
         self._probed_at = probed_at
@@ -511,48 +322,4 @@ class Cluster:
                             time.monotonic(), time.time(), self._config_error)
 
 
-# Names in synchronous_standby_names that no standby can carry: '*' (any standby: compared with
-# pg_stat_replication below) and the placeholder Patroni's strict quorum mode sets when it has no
-# standby to name (nothing acknowledges, quorum writes wait: the app's 503 paths).
-NEVER_ACKNOWLEDGE = {"*", "__patroni_strict_sync_replica_placeholder__"}
-
-
-def quorum_config_error(q: Quorum, primary: str, ssn: str, repl_rows: list,
-                        nodes: dict[str, NodeStatus]) -> str | None:
-    """Why R + W > N cannot hold with the primary's live settings, or None.
-
-    A quorum write is acknowledged by the primary and ``k`` standbys that the primary's
-    ``synchronous_standby_names`` allows, and a quorum read asks R = N - W + 1 of KV_DB_NODES
-    with W = q.k + 1. That read meets every acknowledged write only if the primary really waits
-    for q.k standbys (not fewer: KV_SYNC_STANDBYS above its ANY/FIRST k) and every standby that
-    can acknowledge is one of KV_DB_NODES (PostgreSQL compares the names case-insensitively).
-    """
-    real_k, names = parse_sync_standby_names(ssn)
-    problems = []
-    if q.k > real_k:
-        problems.append(
-            f"the app counts on {q.k} synchronous standbys per write (KV_SYNC_STANDBYS) but the "
-            f"primary {primary} waits for {real_k} (synchronous_standby_names = {ssn!r}): "
-            f"set KV_SYNC_STANDBYS to {real_k} or leave it empty")
-    known = {n.lower() for n in nodes}
-    unknown = {n for n in names if n not in NEVER_ACKNOWLEDGE and n.lower() not in known}
-    for app_name, _state, sync_state, *_rest in repl_rows:
-        if sync_state in ("sync", "quorum", "potential") and app_name \
-                and app_name.lower() not in known:
-            unknown.add(app_name)
-    if unknown and real_k > 0:
-        problems.append(
-            f"standby {', '.join(sorted(unknown))} can acknowledge quorum writes (the primary "
-            f"{primary}'s synchronous_standby_names = {ssn!r}, pg_stat_replication) but is not "
-            "in KV_DB_NODES, so quorum reads never ask it: add it to KV_DB_NODES or remove it "
-            "from synchronous_standby_names")
-    if not problems:
-        return None
-    return (f"R + W > N does not hold (N={q.n}, W={q.w}, R={q.r}): " + "; ".join(problems))
-
-
 CLUSTER = Cluster()
-
-
-def pick(names: list[str]) -> list[str]:
-    return CLUSTER.order(names)

@@ -14,29 +14,19 @@ from rest_framework.views import APIView
 from .consistency import (
     InvalidInput,
     check_value,
-    decode_cursor,
-    encode_cursor,
     parse_etag_list,
-    parse_limit,
     parse_max_lag,
     parse_read_level,
     parse_session_token,
     parse_write_level,
     validate_key,
 )
+from .cursors import decode_cursor, encode_cursor, parse_limit
 from .errors import method_not_allowed
 from .nodes import CLUSTER
 from .parsers import ValueTooLarge
 from .public import is_public
-from .quorum import (
-    encode_value,
-    fetch_row,
-    read_one,
-    read_primary,
-    read_quorum,
-    write,
-)
-from .reads import list_page
+from .reads import fetch_row, list_page, read
 from .schema import (
     CLUSTER_PARAMS,
     COMMON_ERRORS,
@@ -57,6 +47,7 @@ from .schema import (
     put_body,
 )
 from .serializers import ClusterSerializer, ItemSerializer, PageSerializer
+from .writes import encode_value, write
 
 
 def _json(body: dict, status: int = 200) -> HttpResponse:
@@ -125,12 +116,7 @@ class KeyView(APIView):
         max_lag = parse_max_lag(request.GET.get("max_lag"), settings.KV["MAX_LAG"])
         # a session token is a lower bound on top of the level, never instead of it
         after_lsn = parse_session_token(token_header)[1] if token_header else None
-        if level == "quorum":
-            res = read_quorum(key, after_lsn)
-        elif level == "primary":
-            res = read_primary(key)  # the primary has replayed every token
-        else:
-            res = read_one(key, max_lag, after_lsn)
+        res = read(key, level, max_lag, after_lsn)
         request._request.kv_log.update({"kv.level": level, "kv.node": res.node})
         if not res.found:
             resp = _error(404, "not_found", "no such key")
@@ -179,7 +165,7 @@ class KeyView(APIView):
 
 
 class CollectionView(APIView):
-    """Create a key (the seed's form) or list keys by prefix."""
+    """Create a key (POST with key and value in the body) or list keys by prefix."""
 
     @extend_schema(operation_id="kv_create", parameters=CREATE_PARAMS,
                    request={"application/json": create_body()},
@@ -293,7 +279,7 @@ def readyz(request):
 
 def bare_get(request, key):
     """Benchmark baseline (routed only with KV_BENCH_BARE_VIEW=1): the same primary-key lookup
-    as every read of the API (kv.quorum.fetch_row) on the primary, with no DRF, auth,
+    as every read of the API (kv.reads.fetch_row) on the primary, with no DRF, auth,
     consistency logic, node selection or metrics of its own."""
     row = fetch_row("default", key)
     if row is None or row[2]:

@@ -17,7 +17,7 @@ all. So every write runs under a deadline kept by one watchdog thread per proces
 
 A write thus returns at the latest ABANDON_AFTER after its deadline; MARGIN adds the time to
 build the answer on a busy host. A cancel request may land late, on whatever the connection runs
-next: a write whose deadline fired closes its connection (kv.quorum), so it runs nothing next.
+next: a write whose deadline fired closes its connection (kv.writes), so it runs nothing next.
 """
 
 from __future__ import annotations

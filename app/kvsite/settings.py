@@ -82,7 +82,7 @@ def _db(host: str, port: str, **extra_options: object) -> dict:
         "PORT": port,
         "CONN_MAX_AGE": _conn_max_age,
         # No SELECT 1 before every request: reads retry a dead kept connection once
-        # (kv.nodes.on_node) and writes check a connection that sat idle (kv.quorum).
+        # (kv.probe.on_node) and writes check a connection that sat idle (kv.writes).
         "CONN_HEALTH_CHECKS": False,
         "OPTIONS": {**_options, **extra_options},
         "TEST": {"MIGRATE": True},

@@ -1,4 +1,4 @@
-"""Pure functions of kv.consistency and kv.config: no database involved."""
+"""Pure functions of kv.consistency, kv.cursors and kv.config: no database involved."""
 
 import base64
 
@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from kv import consistency as c
+from kv import cursors
 from kv.config import parse_nodes
 
 
@@ -107,7 +108,7 @@ def test_levels():
         assert c.parse_max_lag(good, 5) == lag
     assert c.parse_max_lag(None, 5) == 5
     with pytest.raises(c.InvalidInput):
-        c.parse_limit("", 100, 1000)
+        cursors.parse_limit("", 100, 1000)
     assert c.parse_max_lag("0.5", 5) == 0.5
 
 
@@ -122,41 +123,41 @@ key_chars = st.characters(blacklist_categories=("Cc", "Cs"))
 @given(st.text(key_chars, max_size=20), st.text(key_chars, min_size=1, max_size=50))
 def test_cursor_roundtrip(prefix, rest):
     key = prefix + rest  # the last key of a page always starts with the listing's prefix
-    cursor = c.encode_cursor(key, prefix)
+    cursor = cursors.encode_cursor(key, prefix)
     assert cursor.isascii() and len(cursor) <= 4096
-    assert c.decode_cursor(cursor, prefix) == key
+    assert cursors.decode_cursor(cursor, prefix) == key
 
 
 @given(st.one_of(st.text(max_size=100), st.binary(max_size=100).map(
     lambda b: base64.urlsafe_b64encode(b).decode("ascii").rstrip("="))))
 def test_cursor_garbage_is_a_client_error(garbage):
     with pytest.raises(c.InvalidInput) as exc:
-        c.decode_cursor(garbage, "")
+        cursors.decode_cursor(garbage, "")
     assert exc.value.code == "bad_cursor"
 
 
 @given(st.text(key_chars, min_size=1, max_size=30), st.data())
 def test_cursor_any_change_is_refused(key, data):
-    cursor = c.encode_cursor(key, "")
+    cursor = cursors.encode_cursor(key, "")
     i = data.draw(st.integers(0, len(cursor) - 1))
     ch = data.draw(st.sampled_from("AQgw_-:0z"))
     if cursor[i] == ch:
         return
     with pytest.raises(c.InvalidInput) as exc:
-        c.decode_cursor(cursor[:i] + ch + cursor[i + 1:], "")
+        cursors.decode_cursor(cursor[:i] + ch + cursor[i + 1:], "")
     assert exc.value.code == "bad_cursor"
 
 
 def test_cursor_bound_to_its_prefix():
     with pytest.raises(c.InvalidInput):
-        c.decode_cursor(c.encode_cursor("a1", "a"), "b")
+        cursors.decode_cursor(cursors.encode_cursor("a1", "a"), "b")
 
 
 def test_parse_limit():
-    assert c.parse_limit(None, 100, 1000) == 100
+    assert cursors.parse_limit(None, 100, 1000) == 100
     for bad in ("0", "1001", "-1", "x", "²", "1.5"):
         with pytest.raises(c.InvalidInput):
-            c.parse_limit(bad, 100, 1000)
+            cursors.parse_limit(bad, 100, 1000)
 
 
 def test_parse_nodes():

@@ -123,7 +123,7 @@ def test_a_frozen_node_delays_a_read_by_the_hedge_delay_only(client, frozen_s1):
 
 def _gather(key, candidates, need, timeout=1.5):
     from kv import fanout
-    from kv.quorum import READ_SQL
+    from kv.reads import READ_SQL
 
     failures = {}
 

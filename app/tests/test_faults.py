@@ -211,8 +211,8 @@ def test_reads_survive_a_stopped_primary(client, restore):
 
 
 def test_r_one_listing_falls_back_to_the_primary(client, restore):
-    """No standby left: the router sends an r=one listing to the primary."""
-    from kv.routers import kv_read_node
+    """No standby left: an r=one listing goes to the primary."""
+    from kv.selection import kv_read_node
 
     cluster = restore
     key = unique("fallback")

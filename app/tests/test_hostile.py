@@ -5,7 +5,7 @@ import json
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from kv.consistency import CURSOR_SALT
+from kv.cursors import CURSOR_SALT
 
 from tests.conftest import TOKENS, make_client, unique
 

@@ -80,12 +80,13 @@ def test_limit_and_next_shape():
 
 
 def test_listing_at_r_one_reads_a_standby():
-    """A listing at r=one goes through the DB router to a standby (kv.routers.kv_read_node);
-    it may lag behind the quorum writes for a moment (bounded wait)."""
+    """A listing at r=one reads a standby (the first of kv.selection's read order, as for the
+    ORM: kv.selection.kv_read_node); it may lag behind the quorum writes for a moment (bounded
+    wait)."""
     import time
 
     from kv.nodes import CLUSTER
-    from kv.routers import kv_read_node
+    from kv.selection import kv_read_node
 
     state = CLUSTER.state(max_age=0)
     assert kv_read_node() in state.standbys()

@@ -102,7 +102,8 @@ def test_patronis_strict_placeholder_is_not_an_unknown_standby():
     can acknowledge under it (quorum writes wait and answer 503), so it is no standby missing from
     KV_DB_NODES and must not refuse quorum reads; a real unknown name still does."""
     from kv.consistency import quorum_sizes
-    from kv.nodes import NodeStatus, quorum_config_error
+    from kv.nodestate import NodeStatus
+    from kv.quorum_config import quorum_config_error
 
     nodes = {n: NodeStatus(name=n, address="127.0.0.1:1") for n in ("p", "s1", "s2")}
     q = quorum_sizes(3, 1)

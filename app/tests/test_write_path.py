@@ -75,7 +75,7 @@ def test_a_frozen_primary_holds_neither_the_write_nor_the_reads(client, cluster,
     reads that the standbys serve answer all along. ``idle``: the write starts with the check
     of a connection that sat idle, which must be under the deadline too."""
     from django.conf import settings
-    from kv import auth, fanout, quorum, watchdog
+    from kv import auth, fanout, watchdog, writes
 
     timeout = settings.KV["WRITE_TIMEOUT"]
     key = unique()
@@ -89,7 +89,7 @@ def test_a_frozen_primary_holds_neither_the_write_nor_the_reads(client, cluster,
     auth.clear_cache()
     assert client.get(f"/api/kv/{key}?r=one").status_code == 200
     if connection == "idle":
-        monkeypatch.setattr(quorum, "_IDLE_CHECK_AFTER", 0.0)
+        monkeypatch.setattr(writes, "_IDLE_CHECK_AFTER", 0.0)
     assert writer.submit(_timed_put, key, "warm").result(timeout=30)[0] == 200
     reads = []  # (level, seconds, status, value, node)
     with frozen(cluster.primary, at_most=timeout + watchdog.MARGIN + 8):

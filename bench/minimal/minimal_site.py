@@ -2,7 +2,7 @@
 
 One view: GET does the same primary-key lookup as every read of the API, with a cursor, on the
 primary; PUT makes the same statements as a quorum write of the API (``kv_write`` in a
-transaction, then COMMIT and the session token's WAL position in one round trip: kv.quorum), so
+transaction, then COMMIT and the session token's WAL position in one round trip: kv.writes), so
 that its ratio to the GET is what this design allows a quorum write at best. No middleware, no
 installed apps, no authentication, persistent connections (CONN_MAX_AGE=None). Served by the
 app's own gunicorn next to the app (app/bench.sh, playbooks/benchmark.yml):
@@ -46,7 +46,7 @@ settings.configure(
 )
 
 SQL = "SELECT value, version, deleted FROM kv_item WHERE key = %s"
-# kv.quorum's two round trips of a write at w=quorum. k = 1 only sets the function's fail-fast
+# kv.writes' two round trips of a write at w=quorum. k = 1 only sets the function's fail-fast
 # check; the commit waits for the standbys the primary's synchronous_standby_names asks for.
 WRITE_SQL = ("BEGIN; SELECT * FROM kv_write('put', %s, %s::jsonb, 'none', '{}'::bigint[], "
              "'quorum', 1)")
