@@ -1,4 +1,4 @@
-"""The seed's read timing on the primary vs a replica, honest about what it measures.
+"""Read timing on the primary vs a replica, honest about what it measures.
 
 For every node (or --node), one connection from this host runs --count sequential single-row
 primary-key SELECTs of one key on kv_item, after --warmup unmeasured ones, and prints the
