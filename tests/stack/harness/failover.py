@@ -407,6 +407,15 @@ def _etcd_all(hosts: list[str], action: str) -> None:
         raise errors[0]
 
 
+def _heal_etcd(lab: Lab, ctx: dict) -> None:
+    """Start etcd again on the hosts an etcd fault stopped it on; note the primary after."""
+    ctx["held"] = (ctx.get("held", (0.0,))[0], time.monotonic())
+    if ctx.get("stopped"):
+        _etcd_all(ctx["stopped"], "start")
+    c = lab.wait_healthy(why="after starting etcd again")
+    ctx["after"] = {"primary": c["primary"], "timeline": c["timeline"]}
+
+
 def _same_primary_check(ctx: dict, history: list[dict]) -> list[str]:
     """No failover: the primary and the timeline at the end are those before the fault, and
     quorum writes were acknowledged while the fault was held."""
@@ -448,17 +457,10 @@ def etcd_member_down() -> Fault:
         _etcd(c["primary"], "stop")
         ctx["held"] = (time.monotonic(), math.inf)
 
-    def heal(lab: Lab, ctx: dict) -> None:
-        ctx["held"] = (ctx.get("held", (0.0,))[0], time.monotonic())
-        if ctx.get("stopped"):
-            _etcd_all(ctx["stopped"], "start")
-        c = lab.wait_healthy(why="after starting etcd again")
-        ctx["after"] = {"primary": c["primary"], "timeline": c["timeline"]}
-
     def check(lab: Lab, ctx: dict, history: list[dict]) -> list[str]:
         return _same_primary_check(ctx, history)
 
-    return Fault("etcd_member_down", inject, heal, check=check, hold_past_ttl=0.0,
+    return Fault("etcd_member_down", inject, _heal_etcd, check=check, hold_past_ttl=0.0,
                  independent_reads=READ_LEVELS)
 
 
@@ -492,13 +494,6 @@ def etcd_quorum_lost() -> Fault:
         return {"samples": len(samples), "two_primaries": ctx["two_primaries"][:5],
                 "states": dict(Counter(v for s in samples for v in s["nodes"].values()))}
 
-    def heal(lab: Lab, ctx: dict) -> None:
-        ctx["held"] = (ctx.get("held", (0.0,))[0], time.monotonic())
-        if ctx.get("stopped"):
-            _etcd_all(ctx["stopped"], "start")
-        c = lab.wait_healthy(why="after starting etcd again")
-        ctx["after"] = {"primary": c["primary"], "timeline": c["timeline"]}
-
     def check(lab: Lab, ctx: dict, history: list[dict]) -> list[str]:
         out = _same_primary_check(ctx, history)
         if not ctx.get("samples"):
@@ -510,7 +505,7 @@ def etcd_quorum_lost() -> Fault:
         out += [f"two primaries at once: {s['nodes']}" for s in ctx.get("two_primaries", [])]
         return out
 
-    return Fault("etcd_quorum_lost", inject, heal, probe=probe, check=check,
+    return Fault("etcd_quorum_lost", inject, _heal_etcd, probe=probe, check=check,
                  hold_past_ttl=5.0, independent_reads=READ_LEVELS)
 
 
