@@ -16,3 +16,9 @@ printf 'APT::Install-Recommends "false";\nBinary::apt::APT::Keep-Downloaded-Pack
 : > "$root/etc/machine-id"
 mkdir -p "$root/etc/systemd/journald.conf.d"
 printf '[Journal]\nStorage=volatile\nRuntimeMaxUse=32M\n' > "$root/etc/systemd/journald.conf.d/kvlab.conf"
+# Every container gets its own SSH host keys, made at its first boot: the package's keys (made when
+# the image was built) would be the same in every container, so they are removed here.
+rm -f "$root"/etc/ssh/ssh_host_*
+mkdir -p "$root/etc/systemd/system/ssh.service.d"
+printf '[Service]\nExecStartPre=\nExecStartPre=/usr/bin/ssh-keygen -A\nExecStartPre=/usr/sbin/sshd -t\n' \
+  > "$root/etc/systemd/system/ssh.service.d/kvlab-host-keys.conf"
