@@ -76,8 +76,9 @@ test-molecule: venv engine ## every Molecule scenario (vendor-only ones behind t
 	for s in $(MOLECULE_SCENARIOS); do molecule test -s $$s; done
 	pytest -q -rs $(MOLECULE_VENDOR_GATES)
 
-test-stack: venv engine ## the whole stack on the lab: converge, idempotence, testinfra, e2e, faults
+test-stack: venv engine ## the whole stack on the lab over SSH: converge, idempotence, check mode, testinfra, e2e, faults
 	scripts/stack-converge.sh
+	scripts/stack-check-mode.sh
 	molecule verify -s stack
 	pytest -q -rs tests/stack -m lab
 	KV_PROMETHEUS_URL=$(LAB_PROMETHEUS) pytest -q -rs tests/monitoring/test_dashboards.py
