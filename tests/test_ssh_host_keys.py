@@ -1,7 +1,7 @@
 """SSH host key checking stays on for SSH inventories (ansible.cfg), the lab is reached with
 docker exec (no host keys involved), and its SSH mode (inventory/lab-ssh) is the same hosts over
-SSH with the known_hosts that `make lab` writes. The sample inventory's SSH command line is read from
-Ansible's own debug output: its hosts are in the documentation range 192.0.2.0/24, so the
+SSH with the known_hosts that `make lab` writes. The SSH command lines are read from Ansible's
+own debug output: its hosts are in the documentation range 192.0.2.0/24, so the
 connection attempt reaches nothing and ends after a short timeout."""
 
 import json
@@ -79,11 +79,10 @@ def test_lab_ssh_mode_is_the_lab_over_ssh_with_sudo_and_known_hosts():
     ])  # fmt: skip
     commands = re.findall(r"SSH: EXEC (.*)", run.stdout + run.stderr)
     assert commands, (run.stdout + run.stderr)[-2000:]
-    ssh_dir = f"{home}/.local/share/kvlab/ssh"
     for c in commands:
-        assert f"UserKnownHostsFile={ssh_dir}/known_hosts" in c, c
+        assert "UserKnownHostsFile=~/.local/share/kvlab/ssh/known_hosts" in c, c
         assert "StrictHostKeyChecking=yes" in c and "StrictHostKeyChecking=no" not in c, c
-        assert f"{ssh_dir}/id_ed25519" in c and "kvadmin" in c, c
+        assert f"{home}/.local/share/kvlab/ssh/id_ed25519" in c and "kvadmin" in c, c
 
 
 def _members(inventory, group):
