@@ -5,8 +5,8 @@ the controller: `systemd-analyze verify` reports nothing about the drop-in, and
 
 The base unit here is a bare one (ExecStart=/bin/true, the package unit's User=): it isolates
 what the drop-in contributes. These figures are offline estimates; the scores of the units on
-running hosts are measured by molecule/stack/tests/test_hardening.py on the lab, and docs/security.md
-("systemd hardening") lists both."""
+running hosts are measured by molecule/stack/tests/test_hardening.py on the lab, and
+docs/security.md ("systemd hardening") lists both."""
 
 import os
 import re
@@ -112,7 +112,7 @@ def test_the_verify_rule_catches_a_bad_dropin(bad, tmp_path):
 
 
 def readme_table():
-    """docs/security.md's "systemd hardening" table: unit -> (documented exposure, where measured)."""
+    """docs/security.md's "systemd hardening" table: unit -> (exposure, where measured)."""
     section = (ROOT / "docs" / "security.md").read_text().split("## systemd hardening", 1)[1]
     rows = {}
     for line in section.split("\n## ", 1)[0].splitlines():

@@ -86,7 +86,7 @@ def test_lab_units_within_their_documented_exposure(host):
     units = units_of(host, "lab")
     assert units, "no documented unit on this host"
     over = {u: (e, d) for u, d in units if (e := exposure_of(host, u)) > d}
-    assert over == {}, f"exposure above the figure of docs/security.md (measured, documented): {over}"
+    assert over == {}, f"exposure above docs/security.md's figure (measured, documented): {over}"
 
 
 def test_lab_units_run_with_the_roles_drop_in(host):
