@@ -1,5 +1,7 @@
 """The alert rules of prometheus_grafana: valid, unit-tested with promtool, and every alert has
-at least one unit test where it fires and one where it does not (a new rule without tests fails)."""
+at least one unit test where it fires and one where it does not (a new rule without tests fails).
+The rule templates (templates/*.rules.yml.j2) are rendered with the role's defaults first, into
+a copy of the role's layout where the unit tests find them as ../rules/<name>."""
 
 import shutil
 import subprocess
@@ -8,9 +10,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from .rule_templates import rule_texts
+
 ROLE = Path(__file__).resolve().parents[2] / "roles" / "prometheus_grafana"
-RULES = ROLE / "files" / "rules"
 RULE_TESTS = ROLE / "files" / "tests"
+RULE_TEXTS = rule_texts()
 
 
 def promtool():
@@ -22,10 +26,15 @@ def promtool():
     return path
 
 
-def rule_files():
-    files = sorted(RULES.glob("*.rules.yml"))
-    assert files, f"no rule files in {RULES}"
-    return files
+@pytest.fixture(scope="module")
+def layout(tmp_path_factory):
+    """files/rules (templates rendered) and files/tests, copied side by side."""
+    root = tmp_path_factory.mktemp("rules")
+    (root / "rules").mkdir()
+    for name, text in RULE_TEXTS.items():
+        (root / "rules" / name).write_text(text)
+    shutil.copytree(RULE_TESTS, root / "tests")
+    return root
 
 
 def rule_test_files():
@@ -36,15 +45,15 @@ def rule_test_files():
 
 def alert_names():
     names = []
-    for f in rule_files():
-        for group in yaml.safe_load(f.read_text())["groups"]:
+    for text in RULE_TEXTS.values():
+        for group in yaml.safe_load(text)["groups"]:
             names += [r["alert"] for r in group["rules"] if "alert" in r]
     return names
 
 
-def test_rules_pass_promtool_check():
+def test_rules_pass_promtool_check(layout):
     run = subprocess.run(
-        [promtool(), "check", "rules", *map(str, rule_files())],
+        [promtool(), "check", "rules", *map(str, sorted((layout / "rules").iterdir()))],
         capture_output=True,
         text=True,
         timeout=30,
@@ -52,10 +61,10 @@ def test_rules_pass_promtool_check():
     assert run.returncode == 0, run.stdout + run.stderr
 
 
-def test_rule_unit_tests_pass():
+def test_rule_unit_tests_pass(layout):
     run = subprocess.run(
         [promtool(), "test", "rules", *(f.name for f in rule_test_files())],
-        cwd=RULE_TESTS,
+        cwd=layout / "tests",
         capture_output=True,
         text=True,
         timeout=60,
@@ -65,8 +74,8 @@ def test_rule_unit_tests_pass():
 
 def test_unit_tests_load_the_role_rule_files():
     for f in rule_test_files():
-        loaded = {(f.parent / p).resolve() for p in yaml.safe_load(f.read_text())["rule_files"]}
-        assert loaded == {p.resolve() for p in rule_files()}, f"{f.name} loads {loaded}"
+        loaded = set(yaml.safe_load(f.read_text())["rule_files"])
+        assert loaded == {f"../rules/{name}" for name in RULE_TEXTS}, f"{f.name} loads {loaded}"
 
 
 def test_alert_names_are_unique():

@@ -13,10 +13,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from .rule_templates import rule_texts
+
 ROOT = Path(__file__).resolve().parents[2]
 ROLE = ROOT / "roles" / "prometheus_grafana"
 APP_METRICS = ROOT / "app" / "kv" / "metrics.py"
 PG_QUERIES = ROOT / "roles" / "postgres_replication" / "templates" / "queries.yaml.j2"
+CERT_COLLECTOR = ROOT / "roles" / "node_exporter" / "files" / "kv_certificate_metrics.py"
 
 BUILTIN = {
     "up",
@@ -31,6 +34,7 @@ BUILTIN = {
     "pg_stat_database_tup_inserted",
     "pg_stat_database_tup_updated",
     "pg_stat_database_tup_deleted",
+    "pg_settings_archive_timeout_seconds",  # pg_settings, every setting with a unit in seconds
     # prometheus-nginx-exporter 0.11 (stub_status)
     "nginx_up",
     "nginx_http_requests_total",
@@ -83,6 +87,14 @@ BUILTIN = {
     "node_network_transmit_bytes_total",
     "node_disk_read_bytes_total",
     "node_disk_written_bytes_total",
+    # role pgbackrest's metrics script on the backup hosts (textfile collector; names fixed in
+    # its README)
+    "pgbackrest_backup_last_completion_timestamp_seconds",
+    "pgbackrest_backup_last_size_bytes",
+    "pgbackrest_repo_size_bytes",
+    "pgbackrest_stanza_status",
+    "pgbackrest_metrics_last_success_timestamp_seconds",
+    "pgbackrest_metrics_up",
 }
 
 KEYWORDS = {
@@ -117,6 +129,11 @@ def postgres_metrics():
     return names
 
 
+def certificate_metrics():
+    """The names the node exporter's certificate expiry collector writes (its HEADER table)."""
+    return set(re.findall(r'^    "(kv_certificate_\w+)"', CERT_COLLECTOR.read_text(), re.M))
+
+
 def metric_names(expr):
     expr = re.sub(r'"(?:[^"\\]|\\.)*"', "", expr)  # strings
     expr = re.sub(r"\{[^}]*\}", " ", expr)  # label matchers
@@ -135,10 +152,10 @@ def metric_names(expr):
 
 def queried():
     out = []
-    for f in sorted((ROLE / "files" / "rules").glob("*.rules.yml")):
-        for group in yaml.safe_load(f.read_text())["groups"]:
+    for name, text in sorted(rule_texts().items()):
+        for group in yaml.safe_load(text)["groups"]:
             for rule in group["rules"]:
-                out.append((f"{f.name}:{rule.get('alert') or rule.get('record')}", rule["expr"]))
+                out.append((f"{name}:{rule.get('alert') or rule.get('record')}", rule["expr"]))
     for f in sorted((ROLE / "files" / "dashboards").glob("*.json")):
         dash = json.loads(f.read_text())
         stack = list(dash["panels"])
@@ -153,12 +170,14 @@ def queried():
 def known():
     if not PG_QUERIES.exists():
         pytest.fail(f"{PG_QUERIES} is missing: the pgrepl_* metric names come from it")
-    return BUILTIN | app_metrics() | postgres_metrics()
+    return BUILTIN | app_metrics() | postgres_metrics() | certificate_metrics()
 
 
 def test_sources_define_the_metrics_the_rules_rely_on(known):
     assert "kv_quorum_operations_total" in known
     assert {"pgrepl_node_is_primary", "pgrepl_quorum_required", "pgrepl_slot_active"} <= known
+    assert {"pgrepl_archiver_failed_count", "pgrepl_archiver_ready_count"} <= known
+    assert {"kv_certificate_not_after_timestamp_seconds", "kv_certificate_files"} <= known
 
 
 @pytest.mark.parametrize(("where", "expr"), queried(), ids=[w for w, _ in queried()])
