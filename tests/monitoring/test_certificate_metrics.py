@@ -13,6 +13,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
 SCRIPT = (
@@ -54,8 +55,6 @@ def make_cert(path, common_name, not_after, organization=None):
         .not_valid_after(not_after)
         .sign(key, hashes.SHA256())
     )
-    from cryptography.hazmat.primitives.serialization import Encoding
-
     path.write_bytes(cert.public_bytes(Encoding.PEM))
     return path
 
