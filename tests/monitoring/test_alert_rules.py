@@ -103,3 +103,17 @@ def test_every_tested_alert_exists():
         for case in yaml.safe_load(f.read_text())["tests"]:
             for check in case.get("alert_rule_test", []):
                 assert check["alertname"] in names, f"{f.name}: unknown alert {check['alertname']}"
+
+
+def test_rule_templates_take_their_thresholds_from_the_role_variables():
+    texts = rule_texts(
+        prometheus_grafana_backup_full_max_age_hours=24,
+        prometheus_grafana_certificate_alert_days=7,
+        groups={"all": ["db1", "vault1"], "postgres": ["db1"], "backup": ["vault1"]},
+    )
+    backup, certs = texts["kv-backup.rules.yml"], texts["kv-certificates.rules.yml"]
+    assert "> 86400\n" in backup and 'host=~"vault1"' in backup
+    assert "< 604800\n" in certs and 'kv_certificate_files{host=~"db1|vault1"}' in certs
+    without_backup = rule_texts(groups={"all": ["db1"], "postgres": ["db1"]})
+    names = [g["name"] for g in yaml.safe_load(without_backup["kv-backup.rules.yml"])["groups"]]
+    assert names == ["kv-wal-archiving"], "backup alerts rendered without a backup host"
