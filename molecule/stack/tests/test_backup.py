@@ -1,0 +1,183 @@
+"""testinfra on the PostgreSQL hosts and the pgBackRest repository host after site.yml: the TLS
+servers run and answer only clients with a certificate of the internal CA, WAL archiving is on,
+`pgbackrest check` is green from the repository host, the repository is encrypted and holds a full
+backup, the timers are scheduled and the metrics file is there.
+
+Outside Molecule, against the lab (read-only but for the WAL segment `pgbackrest check` archives):
+    .venv/bin/pytest --hosts='ansible://postgres:backup' \
+        --ansible-inventory=inventory/lab/hosts.yml molecule/stack/tests/test_backup.py
+"""
+
+import json
+import re
+
+import pytest
+
+testinfra_hosts = ["postgres", "backup"]
+
+STANZA = "kv"
+PORT = 8432
+PKI = "/etc/pgbackrest/pki"
+TEXTFILE = "/var/lib/prometheus/node-exporter/pgbackrest.prom"
+COMPLETION = "pgbackrest_backup_last_completion_timestamp_seconds"
+
+# A TLS client on the host: prints "answered" when the server talks to it after the handshake,
+# else the error. pgBackRest's server greets a client it accepts with its protocol header.
+PROBE = r"""
+import socket, ssl, sys
+address, port, ca, cert, key = sys.argv[1:6]
+ctx = ssl.create_default_context(cafile=ca)
+ctx.check_hostname = False
+if cert != "-":
+    ctx.load_cert_chain(cert, key)
+try:
+    with socket.create_connection((address, int(port)), timeout=5) as raw:
+        with ctx.wrap_socket(raw) as tls:
+            tls.sendall(b'{"cmd":"noop"}\n')
+            data = tls.recv(4096)
+    print("answered" if data else "closed")
+except (OSError, ssl.SSLError) as exc:
+    print(f"refused: {exc}")
+"""
+
+
+def _vars(host):
+    return host.ansible.get_variables()
+
+
+def _groups(host):
+    return set(_vars(host)["group_names"])
+
+
+def _address(host, name=None):
+    if name is None:
+        return _vars(host)["internal_address"]
+    return host.backend.ansible_runner.get_variables(name)["internal_address"]
+
+
+def _repo(host):
+    if "backup" not in _groups(host):
+        pytest.skip("runs on the repository host")
+
+
+def _as_repo_user(host, command):
+    return host.run(f"runuser -u pgbackrest -- {command}")
+
+
+def _info(host):
+    out = _as_repo_user(host, f"pgbackrest --stanza={STANZA} --output=json info")
+    assert out.rc == 0, out.stderr
+    return json.loads(out.stdout)[0]
+
+
+def test_tls_server_runs_with_its_sandbox(host):
+    server = host.service("pgbackrest-server")
+    assert server.is_running and server.is_enabled
+    paths = host.run("systemctl show -p DropInPaths --value pgbackrest-server").stdout.split()
+    assert "/etc/systemd/system/pgbackrest-server.service.d/50-hardening.conf" in paths
+    address = _address(host)
+    assert host.socket(f"tcp://{address}:{PORT}").is_listening
+
+
+def test_configuration_is_private_and_the_passphrase_only_on_the_repository(host):
+    conf = host.file("/etc/pgbackrest/pgbackrest.conf")
+    assert conf.user == "root" and conf.mode == 0o640
+    text = host.check_output("cat /etc/pgbackrest/pgbackrest.conf")
+    if "backup" in _groups(host):
+        assert conf.group == "pgbackrest"
+        assert re.search(r"^repo1-cipher-type=aes-256-cbc$", text, re.M)
+        assert re.search(r"^repo1-cipher-pass=\S{20,}$", text, re.M)
+    else:
+        assert conf.group == "postgres"
+        assert "cipher-pass" not in text
+        assert host.file(f"{PKI}/client.key").mode == 0o600
+
+
+def _probe(host, target, cert, key):
+    script = PROBE.replace("'", "'\"'\"'")
+    out = host.run(f"python3 -c '{script}' {target} {PORT} {PKI}/ca.crt {cert} {key}")
+    assert out.rc == 0, out.stderr
+    return out.stdout.strip()
+
+
+def test_tls_servers_answer_only_a_client_certificate_of_the_ca(host):
+    """From the repository host to every PostgreSQL host's server and its own: with its client
+    certificate the server answers; without a certificate, or with a self-signed one of the same
+    name, it does not."""
+    _repo(host)
+    variables = _vars(host)
+    targets = [_address(host, h) for h in variables["groups"]["postgres"]]
+    host.run(
+        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1"
+        " -subj /CN=pgbackrest-backup1 -keyout /tmp/pgbr-rogue.key -out /tmp/pgbr-rogue.crt"
+    )
+    try:
+        for target in targets:
+            good = _probe(host, target, f"{PKI}/client.crt", f"{PKI}/client.key")
+            assert good == "answered", (target, good)
+            none = _probe(host, target, "-", "-")
+            assert none != "answered", (target, none)
+            rogue = _probe(host, target, "/tmp/pgbr-rogue.crt", "/tmp/pgbr-rogue.key")
+            assert rogue != "answered", (target, rogue)
+    finally:
+        host.run("rm -f /tmp/pgbr-rogue.key /tmp/pgbr-rogue.crt")
+
+
+def test_archiving_is_on_through_patroni(host):
+    if "postgres" not in _groups(host):
+        pytest.skip("runs on the PostgreSQL hosts")
+    for setting, wanted in (
+        ("archive_mode", "on"),
+        ("archive_command", f"pgbackrest --stanza={STANZA} archive-push %p"),
+        ("archive_timeout", "1min"),
+    ):
+        out = host.check_output(f"runuser -u postgres -- psql -XAtc 'SHOW {setting}'")
+        assert out == wanted, setting
+
+
+def test_stanza_check_is_green_from_the_repository_host(host):
+    _repo(host)
+    out = _as_repo_user(host, f"pgbackrest --stanza={STANZA} --log-level-console=warn check")
+    assert out.rc == 0, out.stdout + out.stderr
+
+
+def test_repository_is_encrypted_and_holds_a_full_backup(host):
+    _repo(host)
+    info = _info(host)
+    assert info["status"]["code"] == 0, info["status"]
+    assert info["cipher"] == "aes-256-cbc"
+    assert [b for b in info["backup"] if b["type"] == "full"]
+    assert info["archive"] and info["archive"][0]["max"]
+    # Encrypted on disk: the info file is not readable text.
+    raw = host.check_output(f"head -c 64 /var/lib/pgbackrest/backup/{STANZA}/backup.info | base64")
+    assert not re.match(r"^W2JhY2t1cF", raw), "backup.info is plain text"
+
+
+def test_backup_and_metrics_timers_are_scheduled(host):
+    _repo(host)
+    for timer in (
+        "pgbackrest-backup-full.timer",
+        "pgbackrest-backup-diff.timer",
+        "pgbackrest-metrics.timer",
+    ):
+        assert host.service(timer).is_enabled, timer
+        assert host.run(f"systemctl is-active {timer}").stdout.strip() == "active", timer
+        nxt = host.check_output(f"systemctl show -p NextElapseUSecRealtime --value {timer}")
+        assert nxt not in ("", "n/a", "0"), (timer, nxt)
+    unit = host.check_output("systemctl show -p Unit --value pgbackrest-backup-full.timer")
+    assert unit == "pgbackrest-backup@full.service"
+
+
+def test_metrics_file_is_present_and_up(host):
+    _repo(host)
+    prom = host.file(TEXTFILE)
+    assert prom.exists and prom.mode == 0o644
+    text = prom.content_string
+    assert re.search(r"^pgbackrest_metrics_up 1$", text, re.M), text
+    assert re.search(r'^pgbackrest_stanza_status\{stanza="kv"\} 0$', text, re.M), text
+    for kind in ("full", "diff", "incr"):
+        assert re.search(
+            rf"^{COMPLETION}\{{stanza=\"kv\",type=\"{kind}\"\}} \d",
+            text,
+            re.M,
+        ), kind
