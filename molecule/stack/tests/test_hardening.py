@@ -72,7 +72,8 @@ def dropin_of(unit):
 
 def has_dropin(host, unit):
     paths = host.run(f"systemctl show -p DropInPaths --value {unit}").stdout.split()
-    return f"/etc/systemd/system/{unit}.d/{dropin_of(unit)}" in paths
+    template = re.sub(r"@[^.]+\.", "@.", unit)  # an instance's drop-in is its template's
+    return f"/etc/systemd/system/{template}.d/{dropin_of(unit)}" in paths
 
 
 def exposure_of(host, unit):
@@ -94,14 +95,32 @@ def test_lab_units_run_with_the_roles_drop_in(host):
     assert missing == []
 
 
+def _oneshot(host, unit):
+    return host.check_output(f"systemctl show -p Type --value {unit}") == "oneshot"
+
+
 def test_lab_units_are_running(host):
     down = [
         u
         for u, _ in units_of(host, "lab")
-        if u not in ("kv-purge-tombstones.service", "kv-certificate-metrics.service")  # oneshots
+        if not _oneshot(host, u)  # run by timers (the purge is run below)
         and not host.service(u).is_running
     ]
     assert down == []
+
+
+def test_sandboxed_oneshots_last_run_succeeded(host):
+    """The timers' oneshots (pgBackRest's backups and metrics) ran in their sandbox and succeeded
+    (the first full backup goes through pgbackrest-backup@full.service)."""
+    units = [
+        u for u, _ in units_of(host, "lab") if u.startswith("pgbackrest-") and _oneshot(host, u)
+    ]
+    if not units:
+        pytest.skip("no scheduled pgBackRest unit on this host")
+    for unit in units:
+        result = host.check_output(f"systemctl show -p Result --value {unit}")
+        ran = host.check_output(f"systemctl show -p ExecMainStartTimestampMonotonic --value {unit}")
+        assert result == "success" and int(ran or 0) > 0, (unit, result, ran)
 
 
 def test_units_scored_offline_only_within_the_target_where_deployed(host):
