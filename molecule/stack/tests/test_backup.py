@@ -21,25 +21,6 @@ PKI = "/etc/pgbackrest/pki"
 TEXTFILE = "/var/lib/prometheus/node-exporter/pgbackrest.prom"
 COMPLETION = "pgbackrest_backup_last_completion_timestamp_seconds"
 
-# A TLS client on the host: prints "answered" when the server talks to it after the handshake,
-# else the error. pgBackRest's server greets a client it accepts with its protocol header.
-PROBE = r"""
-import socket, ssl, sys
-address, port, ca, cert, key = sys.argv[1:6]
-ctx = ssl.create_default_context(cafile=ca)
-ctx.check_hostname = False
-if cert != "-":
-    ctx.load_cert_chain(cert, key)
-try:
-    with socket.create_connection((address, int(port)), timeout=5) as raw:
-        with ctx.wrap_socket(raw) as tls:
-            tls.sendall(b'{"cmd":"noop"}\n')
-            data = tls.recv(4096)
-    print("answered" if data else "closed")
-except (OSError, ssl.SSLError) as exc:
-    print(f"refused: {exc}")
-"""
-
 
 def _vars(host):
     return host.ansible.get_variables()
@@ -93,34 +74,59 @@ def test_configuration_is_private_and_the_passphrase_only_on_the_repository(host
         assert host.file(f"{PKI}/client.key").mode == 0o600
 
 
-def _probe(host, target, cert, key):
-    script = PROBE.replace("'", "'\"'\"'")
-    out = host.run(f"python3 -c '{script}' {target} {PORT} {PKI}/ca.crt {cert} {key}")
-    assert out.rc == 0, out.stderr
-    return out.stdout.strip()
+ROGUE = "/tmp/pgbackrest-rogue"
 
 
-def test_tls_servers_answer_only_a_client_certificate_of_the_ca(host):
-    """From the repository host to every PostgreSQL host's server and its own: with its client
-    certificate the server answers; without a certificate, or with a self-signed one of the same
-    name, it does not."""
-    _repo(host)
-    variables = _vars(host)
-    targets = [_address(host, h) for h in variables["groups"]["postgres"]]
-    host.run(
+def _rogue_cert(host, owner, common_name):
+    """A self-signed client certificate (not of the CA) with an accepted common name."""
+    made = host.run(
         "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1"
-        " -subj /CN=pgbackrest-backup1 -keyout /tmp/pgbr-rogue.key -out /tmp/pgbr-rogue.crt"
+        f" -subj /CN={common_name} -keyout {ROGUE}.key -out {ROGUE}.crt"
+        f" && chown {owner} {ROGUE}.key {ROGUE}.crt && chmod 600 {ROGUE}.key"
     )
+    assert made.rc == 0, made.stderr
+
+
+def _client_options(host, side, cert, key):
+    """pgBackRest options that make this host's client present cert/key to the other side."""
+    if side == "postgres":
+        return f"--repo1-host-cert-file={cert} --repo1-host-key-file={key}"
+    count = len(_vars(host)["groups"]["postgres"])
+    return " ".join(
+        f"--pg{i}-host-cert-file={cert} --pg{i}-host-key-file={key}" for i in range(1, count + 1)
+    )
+
+
+@pytest.mark.parametrize("side", ["postgres", "backup"])
+def test_tls_servers_answer_only_a_client_certificate_they_accept(host, side):
+    """A PostgreSQL host reaches the repository host's server (pgbackrest info) and the repository
+    host reaches every PostgreSQL host's server (pgbackrest check) with its client certificate;
+    with a certificate of the CA whose common name tls-server-auth does not list (the host's
+    server certificate) the server denies access; with a self-signed one of an accepted name
+    the handshake fails."""
+    if side not in _groups(host):
+        pytest.skip(f"runs on the {side} hosts")
+    user = "postgres" if side == "postgres" else "pgbackrest"
+    command = f"pgbackrest --stanza={STANZA} --log-level-console=error " + (
+        "--output=json info" if side == "postgres" else "check"
+    )
+
+    def run(cert, key):
+        return host.run(f"runuser -u {user} -- {command} {_client_options(host, side, cert, key)}")
+
+    good = run(f"{PKI}/client.crt", f"{PKI}/client.key")
+    assert good.rc == 0, good.stdout + good.stderr
+    if side == "postgres":
+        assert json.loads(good.stdout)[0]["status"]["code"] == 0, good.stdout
+    denied = run(f"{PKI}/server.crt", f"{PKI}/server.key")
+    assert "access denied" in denied.stdout + denied.stderr, denied.stdout + denied.stderr
+    _rogue_cert(host, user, f"pgbackrest-{_vars(host)['inventory_hostname']}")
     try:
-        for target in targets:
-            good = _probe(host, target, f"{PKI}/client.crt", f"{PKI}/client.key")
-            assert good == "answered", (target, good)
-            none = _probe(host, target, "-", "-")
-            assert none != "answered", (target, none)
-            rogue = _probe(host, target, "/tmp/pgbr-rogue.crt", "/tmp/pgbr-rogue.key")
-            assert rogue != "answered", (target, rogue)
+        rogue = run(f"{ROGUE}.crt", f"{ROGUE}.key")
+        out = rogue.stdout + rogue.stderr
+        assert "unknown ca" in out, out
     finally:
-        host.run("rm -f /tmp/pgbr-rogue.key /tmp/pgbr-rogue.crt")
+        host.run(f"rm -f {ROGUE}.key {ROGUE}.crt")
 
 
 def test_archiving_is_on_through_patroni(host):
