@@ -49,7 +49,7 @@ def instance_of(unit: str) -> str:
 
 
 def template_of(unit: str) -> str:
-    """The template a README row's instance (pgbackrest-backup@full.service) comes from."""
+    """The template a documented row's instance (pgbackrest-backup@full.service) comes from."""
     return re.sub(r"@[^.]+\.", "@.", unit)
 
 
