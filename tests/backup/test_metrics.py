@@ -78,22 +78,28 @@ def test_metrics_of_the_lab_document(tmp_path, info):
     rc, text = run(tmp_path, info)
     assert rc == 0
     got = parse(text)
-    full = max(_backup(info, "full"), key=lambda b: b["timestamp"]["stop"])
-    for kind in ("full", "diff", "incr"):  # only fulls so far: they count for every type
+    counted = {"full": ("full",), "diff": ("full", "diff"), "incr": ("full", "diff", "incr")}
+    for kind, types in counted.items():
+        newest = max(
+            (b for b in info[0]["backup"] if b["type"] in types),
+            key=lambda b: b["timestamp"]["stop"],
+        )
+        labels = {"stanza": "kv", "type": kind}
         assert (
-            got[key("pgbackrest_backup_last_completion_timestamp_seconds", stanza="kv", type=kind)]
-            == (full["timestamp"]["stop"])
+            got[key("pgbackrest_backup_last_completion_timestamp_seconds", **labels)]
+            == (newest["timestamp"]["stop"])
         )
         assert (
-            got[key("pgbackrest_backup_last_size_bytes", stanza="kv", type=kind)]
-            == (full["info"]["repository"]["delta"])
+            got[key("pgbackrest_backup_last_size_bytes", **labels)]
+            == (newest["info"]["repository"]["delta"])
         )
     assert got[key("pgbackrest_repo_size_bytes", stanza="kv")] == sum(
         b["info"]["repository"]["delta"] for b in info[0]["backup"]
     )
     assert got[key("pgbackrest_stanza_status", stanza="kv")] == 0
     assert got[key("pgbackrest_metrics_up")] == 1
-    assert got[key("pgbackrest_metrics_last_success_timestamp_seconds")] > full["timestamp"]["stop"]
+    newest_stop = max(b["timestamp"]["stop"] for b in info[0]["backup"])
+    assert got[key("pgbackrest_metrics_last_success_timestamp_seconds")] > newest_stop
 
 
 def test_a_newer_diff_counts_for_diff_and_incr_not_for_full(tmp_path, info):
