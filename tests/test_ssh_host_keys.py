@@ -52,7 +52,7 @@ def _inventory(name):
 
 def test_lab_hosts_use_docker_exec_not_ssh():
     hostvars = _inventory("lab")["_meta"]["hostvars"]
-    assert len(hostvars) == 8
+    assert len(hostvars) == 9
     connections = {h: v.get("ansible_connection") for h, v in hostvars.items()}
     assert set(connections.values()) == {"community.docker.docker"}, connections
 

@@ -1,9 +1,10 @@
 """The pgBackRest metrics writer (roles/pgbackrest/files/pgbackrest_metrics.py) on a real
-`pgbackrest info --output=json` document captured from the lab (fixtures/info-lab.json: one full
-backup of stanza kv) and on variants of it: the names and labels h-obs' alerts read, a full counting
-as a diff and an incr, the repository size, the failure file, the atomic write.
+`pgbackrest info --output=json` document (fixtures/info.json) and on variants of it: the names and
+labels the alerts read, a full counting as a diff and an incr, the repository size, the failure
+file, the atomic write.
 
-The fixture was captured on the lab's repository host with
+The fixture is the output of Debian 12's pgBackRest 2.45 for stanza kv (PostgreSQL 15, repository
+encrypted with aes-256-cbc, one full and one differential backup), captured with
     sudo -u pgbackrest pgbackrest --stanza=kv --output=json info
 """
 
@@ -19,7 +20,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "roles" / "pgbackrest" / "files" / "pgbackrest_metrics.py"
-FIXTURE = Path(__file__).resolve().parent / "fixtures" / "info-lab.json"
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "info.json"
 SAMPLE = re.compile(r"^([a-z_]+)(?:\{([^}]*)\})? (\S+)$")
 
 
@@ -71,7 +72,7 @@ def test_fixture_is_a_real_document_with_a_full_backup(info):
     assert [s["name"] for s in info] == ["kv"]
     assert info[0]["status"]["code"] == 0
     assert info[0]["cipher"] == "aes-256-cbc"
-    assert _backup(info, "full"), "the fixture should hold the lab's first full backup"
+    assert _backup(info, "full"), "the fixture should hold a full backup"
 
 
 def test_metrics_of_the_lab_document(tmp_path, info):
