@@ -107,6 +107,30 @@ def test_no_missing_migrations():
     assert res.returncode == 0, res.stdout + res.stderr
 
 
+def _db_options(**env_vars) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KV_DB_SSL")
+           and k != "KV_DB_CHANNEL_BINDING"}
+    script = ("import json; from django.conf import settings; "
+              "print(json.dumps({a: d['OPTIONS'] for a, d in settings.DATABASES.items()}))")
+    res = subprocess.run([sys.executable, "manage.py", "shell", "-c", script], cwd=APP_DIR,
+                         env={**env, **env_vars}, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stdout + res.stderr
+    return json.loads(res.stdout.strip().splitlines()[-1])  # after shell's own notes
+
+
+def test_database_tls_from_the_environment():
+    options = _db_options(KV_DB_SSLMODE="verify-full", KV_DB_SSLROOTCERT="/etc/kv/db-ca.crt",
+                          KV_DB_CHANNEL_BINDING="require")
+    assert "default" in options and len(options) > 1  # default + one alias per node
+    for alias, opts in options.items():
+        assert (opts["sslmode"], opts["sslrootcert"], opts["channel_binding"]) == (
+            "verify-full", "/etc/kv/db-ca.crt", "require"), alias
+    # unset: libpq's own defaults (the loopback test cluster has no TLS)
+    for opts in _db_options().values():
+        assert opts["sslmode"] == "prefer"
+        assert "sslrootcert" not in opts and "channel_binding" not in opts
+
+
 def test_settings_refuse_missing_secret():
     env = {k: v for k, v in os.environ.items() if k != "DJANGO_SECRET_KEY"}
     res = subprocess.run([sys.executable, "manage.py", "check"], cwd=APP_DIR, env=env,
