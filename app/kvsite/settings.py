@@ -63,6 +63,16 @@ _options = {
     "connect_timeout": _connect_timeout,
     "application_name": "kv-app",
     "sslmode": env_str("KV_DB_SSLMODE", "prefer"),
+    # verify-full (the role's setting) needs the CA the servers' certificates come from;
+    # channel_binding=require refuses SCRAM without TLS channel binding. Unset: libpq's defaults.
+    **{
+        name: value
+        for name, value in (
+            ("sslrootcert", env_str("KV_DB_SSLROOTCERT")),
+            ("channel_binding", env_str("KV_DB_CHANNEL_BINDING")),
+        )
+        if value
+    },
     # Notice a dead peer within a few seconds instead of the kernel's two hours.
     "keepalives": 1,
     "keepalives_idle": 5,
