@@ -12,7 +12,7 @@ app's own gunicorn next to the app (app/bench.sh, playbooks/benchmark.yml):
 
 Benchmark-only code: it never ships with the app. The database comes from the app's variables
 (KV_DB_NODES: every node, and libpq picks the primary, target_session_attrs=read-write;
-KV_DB_NAME/USER/PASSWORD).
+KV_DB_NAME/USER/PASSWORD, and the app's TLS settings).
 """
 
 import json
@@ -40,7 +40,13 @@ settings.configure(
         "PASSWORD": os.environ.get("KV_DB_PASSWORD", ""),
         "HOST": ",".join(host.strip("[]") for host, _, _ in _nodes),
         "PORT": ",".join(port for _, _, port in _nodes),
-        "OPTIONS": {"target_session_attrs": "read-write"},
+        # TLS as the app connects (KV_DB_SSLMODE, _SSLROOTCERT, _CHANNEL_BINDING; unset: libpq's)
+        "OPTIONS": {"target_session_attrs": "read-write", **{
+            option: os.environ[name] for option, name in (
+                ("sslmode", "KV_DB_SSLMODE"), ("sslrootcert", "KV_DB_SSLROOTCERT"),
+                ("channel_binding", "KV_DB_CHANNEL_BINDING"),
+            ) if os.environ.get(name)
+        }},
         "CONN_MAX_AGE": None,
     }},
 )

@@ -78,7 +78,8 @@ def test_superuser_connects_over_the_socket_only(patroni):
     auth = patroni["postgresql"]["authentication"]["superuser"]
     assert auth["sslmode"] == "verify-full" and auth["sslrootcert"] == CA
     hba = patroni["postgresql"]["pg_hba"]
-    assert not [line for line in hba if line.startswith("hostssl") and line.split()[2] == "postgres"]
+    tcp_users = [line.split()[2] for line in hba if line.split()[0] == "hostssl"]
+    assert "postgres" not in tcp_users, hba
 
 
 def test_exporter_verifies_the_server(rendered):

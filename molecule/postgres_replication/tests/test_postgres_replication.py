@@ -29,6 +29,10 @@ def psql(host, sql, db="postgres", check=True):
     return [line.split("|") for line in cmd.stdout.splitlines() if line]
 
 
+# TLS as every client of the role connects: the project CA, the name checked, SCRAM channel binding
+VERIFIED = "sslmode=verify-full sslrootcert=/etc/patroni/pki/ca.crt channel_binding=require"
+
+
 def address(host):
     return host.run("ip -4 -o addr show eth0 | awk '{print $4}' | cut -d/ -f1").stdout.strip()
 
@@ -251,7 +255,8 @@ def test_pg_hba_and_passwords_from_the_inventory(host):
     ok = host.run(
         "PGPASSWORD=%s runuser -u postgres -- psql -X -At %s -c IDENTIFY_SYSTEM",
         REPL_PASSWORD,
-        f"host={primary} user=replicator dbname=replication replication=true passfile=/dev/null",
+        f"host={primary} user=replicator dbname=replication replication=true passfile=/dev/null"
+        f" {VERIFIED}",
     )
     assert ok.rc == 0, ok.stderr
     bad = host.run(
@@ -263,7 +268,7 @@ def test_pg_hba_and_passwords_from_the_inventory(host):
     kv = host.run(
         "PGPASSWORD=%s psql -X -At %s -c 'SELECT current_user'",
         APP_PASSWORD,
-        f"host={primary} user=kv dbname=kv passfile=/dev/null",
+        f"host={primary} user=kv dbname=kv passfile=/dev/null {VERIFIED}",
     )
     kv_wrong = host.run(
         "PGPASSWORD=wrong psql -X -At %s -c 'SELECT 1'",

@@ -55,7 +55,8 @@ def members(host):
 def connect(host, conninfo, *extra):
     cmd = host.run(
         "systemd-run --quiet --pipe --wait --collect --service-type=exec"
-        " --property=User=kv --property=EnvironmentFile=/etc/kv/env %s -c %s %s " + "%s " * len(extra),
+        " --property=User=kv --property=EnvironmentFile=/etc/kv/env %s -c %s %s"
+        + " %s" * len(extra),
         PYTHON, SCRIPT, conninfo, *extra,
     )
     assert cmd.rc == 0, cmd.stderr
