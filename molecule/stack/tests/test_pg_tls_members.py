@@ -1,6 +1,7 @@
 """testinfra on the PostgreSQL hosts after site.yml: the live pg_hba admits TCP clients only over
 TLS with SCRAM, the server speaks TLS 1.3 only, streaming replication verifies the primary and
-binds the channel, and the exporter's sessions are TLS too.
+binds the channel. (The exporter connects over TCP, so through a hostssl line; it opens its
+sessions per scrape, too briefly to be caught here; its DSN: tests/postgres/test_templates.py.)
 
 Outside Molecule, against the lab (read-only):
     .venv/bin/pytest --hosts='ansible://postgres' --ansible-inventory=inventory/lab/hosts.yml \
@@ -44,9 +45,3 @@ def test_replication_verifies_the_primary_and_binds_the_channel(host):
         assert len(senders) == len(host.ansible.get_variables()["groups"]["postgres"]) - 1
         assert all(ssl == "t" and version == "TLSv1.3" for _, ssl, version in senders), senders
 
-
-def test_exporter_sessions_are_tls13(host):
-    sessions = sql(host, "SELECT s.ssl, s.version FROM pg_stat_activity a JOIN pg_stat_ssl s"
-                         " USING (pid) WHERE a.usename = 'postgres_exporter'")
-    assert sessions, "the exporter holds no session"
-    assert all(row == ["t", "TLSv1.3"] for row in sessions), sessions
