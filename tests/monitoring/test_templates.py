@@ -101,19 +101,45 @@ def test_patroni_is_scraped_over_https_verified_with_the_project_ca(rendered):
     assert jobs["patroni"]["scheme"] == "https"
     # the CA certificate role pki's ca_cert entry point installs; never insecure_skip_verify
     assert jobs["patroni"]["tls_config"] == {"ca_file": "/etc/prometheus/pki/ca.crt"}
-    https = {n for n, j in jobs.items() if j.get("scheme") == "https" or "tls_config" in j}
-    assert https == {"patroni"}
+    assert "basic_auth" not in jobs["patroni"]  # Patroni's GET /metrics needs no login
+
+
+def test_the_monitoring_plane_is_scraped_over_https_with_basic_auth(rendered):
+    _, files = rendered
+    config = yaml.safe_load(files["prometheus.yml"])
+    jobs = {j["job_name"]: j for j in config["scrape_configs"]}
+    login = {"username": "prometheus", "password_file": "/etc/prometheus/pki/scrape-password"}
+    tls = {"ca_file": "/etc/prometheus/pki/ca.crt"}
+    for name in ("prometheus", "alertmanager", "node", "postgres"):
+        assert jobs[name]["scheme"] == "https", name
+        assert jobs[name]["tls_config"] == tls, name  # verified, never insecure_skip_verify
+        assert jobs[name]["basic_auth"] == login, name  # the password stays out of prometheus.yml
+    https = {n for n, j in jobs.items() if j.get("scheme") == "https"}
+    # plain HTTP on the internal address (README.md, "Security"): the app's gunicorn listeners,
+    # etcd's metrics listener and the nginx exporter
+    assert set(jobs) - https == {"kv", "etcd", "nginx"}
+    (am,) = config["alerting"]["alertmanagers"]
+    assert (am["scheme"], am["tls_config"], am["basic_auth"]) == ("https", tls, login)
+    assert "scrape-password-1" not in files["prometheus.yml"]
 
 
 def test_prometheus_arguments(rendered):
     _, files = rendered
-    args = files["prometheus.default"]
+    args = next(line for line in files["prometheus.default"].splitlines() if line.startswith("ARGS="))
     for flag in (
         "--storage.tsdb.retention.time=15d",
         "--storage.tsdb.retention.size=5GB",
         "--web.listen-address=10.0.0.41:9090",
+        "--web.config.file=/etc/prometheus/pki/prometheus-web.json",
+        "--web.external-url=https://10.0.0.41:9090/",
     ):
         assert flag in args
+    # /-/quit, /-/reload and the admin API (snapshots, series deletion) stay off
+    assert "--web.enable-lifecycle" not in args
+    assert "--web.enable-admin-api" not in args
+    am_args = files["prometheus-alertmanager.default"]
+    assert "--web.config.file=/etc/prometheus/pki/alertmanager-web.json" in am_args
+    assert "--web.external-url=https://10.0.0.41:9093/" in am_args
     assert '--cluster.listen-address="' in files["prometheus-alertmanager.default"]  # no gossip
 
 
@@ -138,9 +164,27 @@ def test_grafana_provisioning_matches_the_dashboards(rendered):
     defaults = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
     datasource = yaml.safe_load(files["grafana-datasource.yml"])["datasources"][0]
     assert datasource["uid"] == defaults["prometheus_grafana_grafana_datasource_uid"]
-    assert datasource["url"] == "http://10.0.0.41:9090"
+    assert datasource["url"] == "https://10.0.0.41:9090"
+    # over TLS verified with the project CA, as the UI user
+    assert datasource["basicAuth"] is True
+    assert datasource["basicAuthUser"] == "ops"
+    assert datasource["jsonData"]["tlsAuthWithCACert"] is True
+    assert "tlsSkipVerify" not in datasource["jsonData"]
+    assert datasource["secureJsonData"] == {
+        "basicAuthPassword": "ui 'pass\" $x 2",
+        "tlsCACert": "$__file{/etc/grafana/pki/ca.crt}",
+    }
     provider = yaml.safe_load(files["grafana-dashboards.yml"])["providers"][0]
     assert provider["options"]["path"] == defaults["prometheus_grafana_grafana_dashboards_dir"]
     ini = files["grafana.ini"]
     assert 'admin_password = """pa\'ss "w$rd `x` 1"""' in ini  # quotes, $ and backticks intact
     assert "[auth.anonymous]\nenabled = false" in ini
+    server = ini.split("[server]\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert server == [
+        "protocol = https",
+        "http_addr = 10.0.0.41",
+        "http_port = 3000",
+        "cert_file = /etc/grafana/pki/server.crt",
+        "cert_key = /etc/grafana/pki/server.key",
+        "min_tls_version = TLS1.3",
+    ]
