@@ -18,7 +18,7 @@ PLAYBOOK    := ansible-playbook -i $(LAB_INV) $(LAB_VAULT)
 # vendor's repository first and reports SKIPPED with the reason when it is unreachable.
 MOLECULE_SCENARIOS ?= common postgres_replication app_lb prometheus_grafana
 MOLECULE_VENDOR_GATES := tests/monitoring/test_molecule_grafana.py tests/elk/test_molecule_elk.py
-LAB_PROMETHEUS := http://172.30.99.41:9090
+LAB_PROMETHEUS := https://172.30.99.41:9090
 
 .PHONY: help venv engine image lab lab-converge lab-summary lab-down lab-token \
         lint test test-deps test-app test-repo test-molecule test-stack chaos bench bench-app

@@ -15,12 +15,11 @@ import os
 import re
 import shutil
 import subprocess
-import urllib.parse
-import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
+from lab_monitoring import lab_monitoring
 
 ROLE = Path(__file__).resolve().parents[2] / "roles" / "prometheus_grafana"
 DASHBOARDS = sorted((ROLE / "files" / "dashboards").glob("*.json"))
@@ -156,9 +155,10 @@ def test_every_expression_parses(tmp_path):
 
 
 def query(expr):
-    url = f"{PROMETHEUS_URL}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
-    with urllib.request.urlopen(url, timeout=10) as response:
-        return json.load(response)
+    """Ask the lab's Prometheus (HTTPS verified with the lab's CA, basic auth: lab_monitoring)."""
+    response = lab_monitoring().get(f"{PROMETHEUS_URL}/api/v1/query", params={"query": expr})
+    response.raise_for_status()
+    return response.json()
 
 
 def has_data(data):

@@ -125,7 +125,8 @@ def test_the_monitoring_plane_is_scraped_over_https_with_basic_auth(rendered):
 
 def test_prometheus_arguments(rendered):
     _, files = rendered
-    args = next(line for line in files["prometheus.default"].splitlines() if line.startswith("ARGS="))
+    lines = files["prometheus.default"].splitlines()
+    args = next(line for line in lines if line.startswith("ARGS="))
     for flag in (
         "--storage.tsdb.retention.time=15d",
         "--storage.tsdb.retention.size=5GB",

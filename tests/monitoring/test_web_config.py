@@ -25,7 +25,7 @@ HASH = "$2b$10$0123456789abcdef01234.zPgOS.V98btSt7pNQ9kZNqXq39rEIkW"
 def _pair(directory, name):
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -77,7 +77,7 @@ def checker(path):
 def promtool(path):
     tool = shutil.which("promtool")
     if tool is None:
-        pytest.fail("promtool is missing: install Debian's `prometheus` package (it ships promtool)")
+        pytest.fail("promtool is missing: install Debian's `prometheus` package (ships promtool)")
     return subprocess.run(
         [tool, "check", "web-config", str(path)], capture_output=True, text=True, timeout=30
     )

@@ -9,12 +9,11 @@ import uuid
 
 import pytest
 import requests
+from lab_monitoring import lab_monitoring
 
 from . import harness
 
 pytestmark = pytest.mark.lab
-
-PROMETHEUS = "http://{mon1}:9090"
 
 
 @pytest.fixture(scope="module")
@@ -138,20 +137,21 @@ def test_auth_is_required(lab, key):
 
 
 def test_metrics_are_visible_in_prometheus(lab, s, key):
-    prom = PROMETHEUS.format(mon1=lab.addresses["mon1"])
+    mon = lab_monitoring()  # HTTPS verified with the lab's CA, basic auth
+    prom = mon.prometheus
     s.put(f"{lab.base}/api/kv/{key}", json={"value": 1}, timeout=15)
 
     def query(q):
-        r = requests.get(f"{prom}/api/v1/query", params={"query": q}, timeout=10)
+        r = mon.get(f"{prom}/api/v1/query", params={"query": q})
         r.raise_for_status()
         return r.json()["data"]["result"]
 
-    targets = requests.get(f"{prom}/api/v1/targets", timeout=10).json()["data"]["activeTargets"]
+    targets = mon.get(f"{prom}/api/v1/targets").json()["data"]["activeTargets"]
     app_hosts = [h for h in lab.addresses if h.startswith("app")]
     want = {(h, p) for h in app_hosts for p in lab.app_ports}
 
     def instances_up():
-        ts = requests.get(f"{prom}/api/v1/targets", timeout=10).json()["data"]["activeTargets"]
+        ts = mon.get(f"{prom}/api/v1/targets").json()["data"]["activeTargets"]
         up = set()
         for t in ts:
             if t["health"] != "up":

@@ -1,6 +1,30 @@
-"""testinfra checks of node_exporter on every host of the scenario."""
+"""testinfra checks of node_exporter on every host of the scenario: HTTPS with basic auth only."""
+
+import base64
+import json
+import shlex
 
 testinfra_hosts = ["all"]
+
+CA = "/etc/prometheus/node-exporter/ca.crt"
+# Runs on the host (python3 is there; curl is not): one GET, the answer as JSON.
+FETCH = """
+import base64, json, ssl, sys, urllib.error, urllib.request
+url, user, password, ca = json.loads(sys.argv[1])
+req = urllib.request.Request(url)
+if user:
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    req.add_header("Authorization", "Basic " + token)
+context = ssl.create_default_context(cafile=ca) if url.startswith("https") else None
+try:
+    with urllib.request.urlopen(req, timeout=5, context=context) as r:
+        out = {"status": r.status, "body": r.read().decode()}
+except urllib.error.HTTPError as e:
+    out = {"status": e.code, "body": ""}
+except (urllib.error.URLError, OSError) as e:
+    out = {"status": None, "error": str(getattr(e, "reason", e))}
+print(json.dumps(out))
+"""
 
 
 def address(host):
@@ -8,18 +32,48 @@ def address(host):
     return host.check_output("hostname -I").split()[0]
 
 
+def fetch(host, url, user=None, password=None, ca=CA):
+    args = json.dumps([url, user, password, ca])
+    encoded = base64.b64encode(FETCH.encode()).decode()
+    return json.loads(
+        host.check_output(
+            f"python3 -c \"import base64; exec(base64.b64decode('{encoded}'))\" {shlex.quote(args)}"
+        )
+    )
+
+
 def test_node_exporter_running_enabled_on_internal_address(host):
     svc = host.service("prometheus-node-exporter")
     assert svc.is_running and svc.is_enabled
     assert host.socket(f"tcp://{address(host)}:9100").is_listening
-    metrics = host.check_output(
-        'python3 -c "import urllib.request; print(urllib.request.urlopen('
-        f"'http://{address(host)}:9100/metrics', timeout=5).read().decode())\""
-    )
+    password = host.ansible.get_variables()["node_exporter_scrape_password"]
+    answer = fetch(host, f"https://{address(host)}:9100/metrics", "prometheus", password)
+    assert answer["status"] == 200, answer
     # the container's root file system (overlay) is kept by the filesystem collector
     assert (
-        'node_filesystem_avail_bytes{device="overlay",fstype="overlay",mountpoint="/"}' in metrics
+        'node_filesystem_avail_bytes{device="overlay",fstype="overlay",mountpoint="/"}'
+        in answer["body"]
     )
+
+
+def test_node_exporter_refuses_plain_http_anonymous_and_unverified_clients(host):
+    url = f"https://{address(host)}:9100/metrics"
+    password = host.ansible.get_variables()["node_exporter_scrape_password"]
+    assert fetch(host, url.replace("https:", "http:"))["status"] != 200
+    assert fetch(host, url)["status"] == 401
+    assert fetch(host, url, "prometheus", "not-the-password")["status"] == 401
+    unverified = fetch(host, url, "prometheus", password, ca=None)
+    assert unverified["status"] is None and "CERTIFICATE_VERIFY_FAILED" in unverified["error"]
+
+
+def test_web_config_holds_a_bcrypt_hash_not_the_password(host):
+    config = json.loads(host.file("/etc/prometheus/node-exporter/web.json").content_string)
+    password = host.ansible.get_variables()["node_exporter_scrape_password"]
+    assert config["tls_server_config"]["min_version"] == "TLS13"
+    assert config["basic_auth_users"]["prometheus"].startswith("$2b$10$")
+    assert password not in json.dumps(config)
+    key = host.file("/etc/prometheus/node-exporter/server.key")
+    assert (key.user, key.group, key.mode) == ("root", "prometheus", 0o640)
 
 
 def test_no_failed_units(host):

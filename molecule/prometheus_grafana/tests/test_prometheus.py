@@ -2,6 +2,7 @@
 
 import base64
 import json
+import shlex
 import time
 import urllib.parse
 
@@ -18,13 +19,50 @@ def address(host):
     return host.check_output("hostname -I").split()[0]
 
 
-def get_json(host, url):
-    """GET url from inside the host (python3 is on every host; curl is not) and decode JSON."""
-    script = (
-        "import urllib.request, sys; "
-        f"sys.stdout.write(urllib.request.urlopen({url!r}, timeout=5).read().decode())"
+CA = "/etc/prometheus/pki/ca.crt"
+SCRAPE_PASSWORD = "/etc/prometheus/pki/scrape-password"
+# Runs on the host (python3 is on every host; curl is not): one request, the answer as JSON.
+# ca None = the system's trust store (which does not hold the project CA).
+FETCH = """
+import base64, json, ssl, sys, urllib.error, urllib.request
+url, method, user, password, ca, data = json.loads(sys.argv[1])
+req = urllib.request.Request(url, method=method, data=data.encode() if data else None,
+                             headers={"Content-Type": "application/json"})
+if user:
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    req.add_header("Authorization", "Basic " + token)
+context = ssl.create_default_context(cafile=ca) if url.startswith("https") else None
+try:
+    with urllib.request.urlopen(req, timeout=5, context=context) as r:
+        out = {"status": r.status, "body": r.read().decode()}
+except urllib.error.HTTPError as e:
+    out = {"status": e.code, "body": e.read().decode()}
+except (urllib.error.URLError, OSError) as e:
+    out = {"status": None, "error": str(getattr(e, "reason", e))}
+print(json.dumps(out))
+"""
+
+
+def fetch(host, url, method="GET", login=True, ca=CA, data=None, user="prometheus", password=None):
+    """One request from inside the host; by default as the scrape user (its password is on the
+    host), login=False for none."""
+    if not login:
+        user = password = None
+    elif password is None:
+        password = host.file(SCRAPE_PASSWORD).content_string
+    args = json.dumps([url, method, user, password, ca, data])
+    encoded = base64.b64encode(FETCH.encode()).decode()
+    out = host.check_output(
+        f"python3 -c \"import base64; exec(base64.b64decode('{encoded}'))\" {shlex.quote(args)}"
     )
-    return json.loads(host.check_output(f"python3 -c {json.dumps(script)}"))
+    return json.loads(out)
+
+
+def get_json(host, url):
+    """GET url over HTTPS (verified with the project CA, basic auth) and decode JSON."""
+    answer = fetch(host, url)
+    assert answer["status"] == 200, answer
+    return json.loads(answer["body"])
 
 
 @pytest.fixture
@@ -48,7 +86,7 @@ def test_retention_and_listen_address(mon):
     args = mon.file("/etc/default/prometheus").content_string
     assert "--storage.tsdb.retention.time=2d" in args
     assert "--storage.tsdb.retention.size=512MB" in args
-    flags = get_json(mon, f"http://{address(mon)}:9090/api/v1/status/flags")["data"]
+    flags = get_json(mon, f"https://{address(mon)}:9090/api/v1/status/flags")["data"]
     assert flags["storage.tsdb.retention.time"] == "2d"
     assert flags["storage.tsdb.retention.size"] in ("512MB", "512MiB")  # MB is read as MiB
     assert flags["web.listen-address"] == f"{address(mon)}:9090"
@@ -61,7 +99,7 @@ def test_every_expected_target_is_up(mon):
         ("prometheus", f"{MON}:9090"),
         ("alertmanager", f"{MON}:9093"),
     }
-    url = f"http://{address(mon)}:9090/api/v1/targets?state=active"
+    url = f"https://{address(mon)}:9090/api/v1/targets?state=active"
     deadline = time.monotonic() + 60  # the first scrape comes within one 5s interval
     while True:
         targets = get_json(mon, url)["data"]["activeTargets"]
@@ -77,10 +115,11 @@ def test_every_expected_target_is_up(mon):
         time.sleep(2)
     for (job, instance), t in seen.items():
         assert t["labels"]["host"] == instance.split(":")[0], (job, t["labels"])
+        assert t["scrapeUrl"].startswith("https://"), (job, t["scrapeUrl"])  # TLS + basic auth
     # {host!=""}: the package's own first start scraped localhost with Debian's default config;
     # those series stay visible for 5 minutes after the restart (no staleness marker at shutdown)
     query = urllib.parse.quote('up{host!=""}')
-    up = get_json(mon, f"http://{address(mon)}:9090/api/v1/query?query={query}")["data"]["result"]
+    up = get_json(mon, f"https://{address(mon)}:9090/api/v1/query?query={query}")["data"]["result"]
     assert {(r["metric"]["job"], r["metric"]["instance"]) for r in up} == expected
     assert all(r["value"][1] == "1" for r in up)
 
@@ -103,21 +142,64 @@ def test_project_ca_certificate_for_the_https_jobs(mon):
 
 
 def test_alert_rules_loaded(mon):
-    groups = get_json(mon, f"http://{address(mon)}:9090/api/v1/rules?type=alert")["data"]["groups"]
+    groups = get_json(mon, f"https://{address(mon)}:9090/api/v1/rules?type=alert")["data"]["groups"]
     names = {r["name"] for g in groups for r in g["rules"]}
     assert {"HostDown", "TargetDown", "KVHighErrorRatio", "PostgresQuorumStandbysBelowK"} <= names
     assert all(r["health"] == "ok" for g in groups for r in g["rules"])
 
 
 def test_alertmanager_config_and_discovery(mon):
-    status = get_json(mon, f"http://{address(mon)}:9093/api/v2/status")
+    status = get_json(mon, f"https://{address(mon)}:9093/api/v2/status")
     config = status["config"]["original"]
     assert "http://127.0.0.1:5001/kv-alerts" in config
     assert 'alertname="HostDown"' in config
-    ams = get_json(mon, f"http://{address(mon)}:9090/api/v1/alertmanagers")["data"]
+    ams = get_json(mon, f"https://{address(mon)}:9090/api/v1/alertmanagers")["data"]
     assert [a["url"] for a in ams["activeAlertmanagers"]] == [
-        f"http://{address(mon)}:9093/api/v2/alerts"
+        f"https://{address(mon)}:9093/api/v2/alerts"
     ]
+
+
+@pytest.mark.parametrize("port", [9090, 9093, 9100])
+def test_plain_http_anonymous_and_unverified_clients_are_refused(mon, port):
+    """Every listener of the monitoring host: HTTPS only, a login required, a certificate of the
+    project CA (a client trusting only the system's CAs refuses it)."""
+    path = "/metrics"
+    plain = fetch(mon, f"http://{address(mon)}:{port}{path}", login=False)
+    assert plain["status"] != 200, plain  # Go answers plain HTTP on a TLS port with 400
+    anonymous = fetch(mon, f"https://{address(mon)}:{port}{path}", login=False)
+    assert anonymous["status"] == 401, anonymous
+    wrong = fetch(mon, f"https://{address(mon)}:{port}{path}", password="not-the-password")
+    assert wrong["status"] == 401, wrong
+    unverified = fetch(mon, f"https://{address(mon)}:{port}{path}", ca=None)
+    assert unverified["status"] is None and "CERTIFICATE_VERIFY_FAILED" in unverified["error"]
+    assert fetch(mon, f"https://{address(mon)}:{port}{path}")["status"] == 200
+
+
+def test_the_ui_user_logs_in_to_prometheus_and_alertmanager(mon):
+    password = mon.ansible.get_variables()["prometheus_grafana_ui_password"]
+    for port in (9090, 9093):
+        url = f"https://{address(mon)}:{port}/-/ready"
+        assert fetch(mon, url, user="ops", password=password)["status"] == 200
+        # each user has its own password
+        assert fetch(mon, url, password=password)["status"] == 401
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/-/quit"),
+        ("POST", "/-/reload"),
+        ("POST", "/api/v1/admin/tsdb/snapshot"),
+        ("POST", "/api/v1/admin/tsdb/delete_series?match[]=up"),
+        ("POST", "/api/v1/admin/tsdb/clean_tombstones"),
+    ],
+)
+def test_prometheus_lifecycle_and_admin_endpoints_are_off(mon, method, path):
+    """Even with a valid login, Prometheus refuses to stop, reload or change its TSDB over HTTP."""
+    answer = fetch(mon, f"https://{address(mon)}:9090{path}", method=method)
+    assert answer["status"] is not None and 400 <= answer["status"] < 600, answer
+    assert answer["status"] != 200
+    assert mon.service("prometheus").is_running
 
 
 def test_grafana_skip_recorded(mon):
@@ -135,20 +217,14 @@ def test_grafana_skip_recorded(mon):
 
 def test_host_down_inhibits_that_hosts_service_alerts(mon):
     """Alerts posted to Alertmanager: HostDown on hostA mutes TargetDown on hostA, not on hostB."""
-    base = f"http://{address(mon)}:9093/api/v2/alerts"
+    base = f"https://{address(mon)}:9093/api/v2/alerts"
     alerts = [
         {"labels": {"alertname": "HostDown", "host": "inhibit-a", "severity": "critical"}},
         {"labels": {"alertname": "TargetDown", "host": "inhibit-a", "severity": "warning"}},
         {"labels": {"alertname": "TargetDown", "host": "inhibit-b", "severity": "warning"}},
     ]
-    script = (
-        "import urllib.request\n"
-        f"req = urllib.request.Request({base!r}, data={json.dumps(alerts).encode()!r},\n"
-        "    method='POST', headers={'Content-Type': 'application/json'})\n"
-        "urllib.request.urlopen(req, timeout=5)\n"
-    )
-    encoded = base64.b64encode(script.encode()).decode()
-    mon.check_output(f"python3 -c \"import base64; exec(base64.b64decode('{encoded}'))\"")
+    posted = fetch(mon, base, method="POST", data=json.dumps(alerts))
+    assert posted["status"] == 200, posted
     deadline = time.monotonic() + 20
     while True:
         got = {
