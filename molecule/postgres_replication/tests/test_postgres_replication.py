@@ -37,12 +37,27 @@ def address(host):
     return host.run("ip -4 -o addr show eth0 | awk '{print $4}' | cut -d/ -f1").stdout.strip()
 
 
+# GET argv[1] over HTTPS verified with the CA argv[2], logged in as argv[3] with password argv[4].
+FETCH = (
+    "import base64, ssl, sys, urllib.request as u; "
+    "r = u.Request(sys.argv[1]); "
+    "r.add_header('Authorization', 'Basic ' + base64.b64encode("
+    "(sys.argv[3] + ':' + sys.argv[4]).encode()).decode()); "
+    "print(u.urlopen(r, context=ssl.create_default_context(cafile=sys.argv[2])).read().decode())"
+)
+
+
 def metrics(host):
-    url = f"http://{address(host)}:9187/metrics"
+    """The exporter's metrics, over HTTPS with the scrape user (plain HTTP is refused)."""
+    url = f"https://{address(host)}:9187/metrics"
+    password = host.ansible.get_variables()["postgres_replication_exporter_scrape_password"]
     cmd = host.run(
-        "python3 -c %s %s",
-        "import sys,urllib.request;print(urllib.request.urlopen(sys.argv[1]).read().decode())",
+        "python3 -c %s %s %s %s %s",
+        FETCH,
         url,
+        "/etc/prometheus-postgres-exporter/ca.crt",
+        "prometheus",
+        password,
     )
     assert cmd.rc == 0, cmd.stderr
     return [line for line in cmd.stdout.splitlines() if line and not line.startswith("#")]
@@ -328,7 +343,8 @@ def test_exporter_shows_replication(host):
         assert value(samples, "pgrepl_node_is_primary") == 0
         assert value(samples, "pgrepl_node_standby_streaming") == 1
         assert value(samples, "pgrepl_node_lag_seconds") >= 0
-        leader = [m for m in json.loads(patronictl(host, "list", "-f", "json"))
-                  if m["Role"] == "Leader"]
+        leader = [
+            m for m in json.loads(patronictl(host, "list", "-f", "json")) if m["Role"] == "Leader"
+        ]
         assert value(samples, "pgrepl_node_timeline") == leader[0]["TL"]
         assert not [n for n, _, _ in samples if n.startswith(("pgrepl_quorum_", "pgrepl_standby_"))]

@@ -137,8 +137,13 @@ def test_units_scored_offline_only_within_the_target_where_deployed(host):
 
 
 def test_node_exporter_still_reads_file_systems_network_and_clock(host):
-    address = host.ansible.get_variables()["internal_address"]
-    metrics = host.check_output(f"curl -sf http://{address}:9100/metrics")
+    variables = host.ansible.get_variables()
+    address = variables["internal_address"]
+    metrics = host.check_output(
+        "curl -sf --cacert /etc/prometheus/node-exporter/ca.crt -u %s https://%s:9100/metrics",
+        "prometheus:" + variables["vault_monitoring_scrape_password"],
+        address,
+    )
     for name in ("node_filesystem_avail_bytes", "node_network_receive_bytes_total"):
         assert re.search(rf"^{name}\{{", metrics, re.M), name
     for collector in ("filesystem", "netdev", "timex", "loadavg", "meminfo", "cpu"):

@@ -36,13 +36,19 @@ def members(host):
 
 def get_json(host, path):
     """GET Prometheus' API from the monitoring host itself (python3 is there; it listens on the
-    internal address only) and decode the JSON."""
-    url = f"http://{_address(host)}:{PROMETHEUS_PORT}{path}"
+    internal address only; HTTPS verified with the project CA, as the scrape user, whose password
+    file is on the host) and decode the JSON."""
+    url = f"https://{_address(host)}:{PROMETHEUS_PORT}{path}"
     script = (
-        "import urllib.request, sys; "
-        f"sys.stdout.write(urllib.request.urlopen({url!r}, timeout=5).read().decode())"
+        "import base64, ssl, sys, urllib.request as u; "
+        "r = u.Request(sys.argv[1]); "
+        "p = open('/etc/prometheus/pki/scrape-password').read(); "
+        "r.add_header('Authorization', 'Basic ' + base64.b64encode(('prometheus:' + p).encode())"
+        ".decode()); "
+        "c = ssl.create_default_context(cafile=sys.argv[2]); "
+        "sys.stdout.write(u.urlopen(r, timeout=5, context=c).read().decode())"
     )
-    return json.loads(host.check_output(f"python3 -c {json.dumps(script)}"))
+    return json.loads(host.check_output("python3 -c %s %s %s", script, url, CA_CERT))
 
 
 def query(host, expr):

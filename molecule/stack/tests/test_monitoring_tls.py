@@ -1,0 +1,120 @@
+"""testinfra on the monitoring host after site.yml: every scrape target of the HTTPS jobs is `up`
+over HTTPS with a login; each of those listeners refuses plain HTTP, an anonymous request and a
+client that does not trust the project CA; Prometheus' lifecycle and admin endpoints are off.
+
+Outside Molecule, against the lab (read-only):
+    ANSIBLE_VAULT_PASSWORD_FILE=inventory/lab/vault-password.txt .venv/bin/pytest \\
+        --hosts='ansible://monitoring' --ansible-inventory=inventory/lab/hosts.yml \\
+        molecule/stack/tests/test_monitoring_tls.py
+"""
+
+import base64
+import json
+import shlex
+import time
+
+import pytest
+
+testinfra_hosts = ["monitoring"]
+
+CA = "/etc/prometheus/pki/ca.crt"
+SCRAPE_PASSWORD = "/etc/prometheus/pki/scrape-password"
+HTTPS_JOBS = {"prometheus", "alertmanager", "node", "postgres"}
+WAIT = 60  # seconds: every target is scraped within one 15 s interval
+# Runs on the host: one request, the answer as JSON. ca None = the system's trust store.
+FETCH = """
+import base64, json, ssl, sys, urllib.error, urllib.request
+url, method, user, password_file, ca = json.loads(sys.argv[1])
+req = urllib.request.Request(url, method=method)
+if user:
+    password = open(password_file).read()
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    req.add_header("Authorization", "Basic " + token)
+context = ssl.create_default_context(cafile=ca) if url.startswith("https") else None
+try:
+    with urllib.request.urlopen(req, timeout=5, context=context) as r:
+        out = {"status": r.status, "body": r.read().decode()}
+except urllib.error.HTTPError as e:
+    out = {"status": e.code, "body": e.read().decode()[:300]}
+except (urllib.error.URLError, OSError) as e:
+    out = {"status": None, "error": str(getattr(e, "reason", e))}
+print(json.dumps(out))
+"""
+
+
+def fetch(host, url, method="GET", login=True, ca=CA):
+    args = json.dumps([url, method, "prometheus" if login else None, SCRAPE_PASSWORD, ca])
+    encoded = base64.b64encode(FETCH.encode()).decode()
+    return json.loads(
+        host.check_output(
+            f"python3 -c \"import base64; exec(base64.b64decode('{encoded}'))\" {shlex.quote(args)}"
+        )
+    )
+
+
+def prometheus(host):
+    return f"https://{host.ansible.get_variables()['internal_address']}:9090"
+
+
+@pytest.fixture(scope="module")
+def targets(host):
+    """Active targets of the HTTPS jobs, once every one is up (bounded wait)."""
+    deadline = time.monotonic() + WAIT
+    while True:
+        answer = fetch(host, f"{prometheus(host)}/api/v1/targets?state=active")
+        assert answer["status"] == 200, answer
+        active = json.loads(answer["body"])["data"]["activeTargets"]
+        mine = [t for t in active if t["labels"]["job"] in HTTPS_JOBS]
+        if mine and all(t["health"] == "up" for t in mine):
+            return mine
+        if time.monotonic() > deadline:
+            down = {t["scrapeUrl"]: t["lastError"] for t in mine if t["health"] != "up"}
+            pytest.fail(f"targets not up after {WAIT}s: {down}")
+        time.sleep(3)
+
+
+def test_every_https_job_is_scraped_over_https_and_up(host, targets):
+    runner = host.backend.ansible_runner
+    groups = host.ansible.get_variables()["groups"]
+    expected = {
+        "node": set(groups["all"]),
+        "postgres": set(groups["postgres"]),
+        "prometheus": set(groups["monitoring"]),
+        "alertmanager": set(groups["monitoring"]),
+    }
+    seen = {
+        job: {t["labels"]["host"] for t in targets if t["labels"]["job"] == job} for job in expected
+    }
+    assert seen == expected
+    for t in targets:
+        address = runner.get_variables(t["labels"]["host"])["internal_address"]
+        assert t["scrapeUrl"].startswith(f"https://{address}:"), t["scrapeUrl"]
+
+
+def test_each_https_listener_refuses_plain_http_anonymous_and_untrusting_clients(host, targets):
+    problems = []
+    for t in targets:
+        url = t["scrapeUrl"]
+        plain = fetch(host, url.replace("https://", "http://", 1), login=False)
+        anonymous = fetch(host, url, login=False)
+        untrusting = fetch(host, url, ca=None)
+        if plain["status"] == 200:
+            problems.append(f"{url}: plain HTTP answered 200")
+        if anonymous["status"] != 401:
+            problems.append(f"{url}: no login gave {anonymous}")
+        if (
+            untrusting["status"] is not None
+            or "CERTIFICATE_VERIFY_FAILED" not in untrusting["error"]
+        ):
+            problems.append(f"{url}: a client without the project CA got {untrusting}")
+    assert problems == []
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/-/quit", "/-/reload", "/api/v1/admin/tsdb/snapshot", "/api/v1/admin/tsdb/clean_tombstones"],
+)
+def test_prometheus_lifecycle_and_admin_endpoints_are_off(host, path):
+    answer = fetch(host, f"{prometheus(host)}{path}", method="POST")
+    assert answer["status"] is not None and 400 <= answer["status"] < 500, answer
+    assert host.service("prometheus").is_running
