@@ -196,6 +196,9 @@ def test_the_ui_user_logs_in_to_prometheus_and_alertmanager(mon):
 )
 def test_prometheus_lifecycle_and_admin_endpoints_are_off(mon, method, path):
     """Even with a valid login, Prometheus refuses to stop, reload or change its TSDB over HTTP."""
+    # the flags first: with the lifecycle API on, the POST below would stop Prometheus
+    flags = get_json(mon, f"https://{address(mon)}:9090/api/v1/status/flags")["data"]
+    assert (flags["web.enable-lifecycle"], flags["web.enable-admin-api"]) == ("false", "false")
     answer = fetch(mon, f"https://{address(mon)}:9090{path}", method=method)
     assert answer["status"] is not None and 400 <= answer["status"] < 600, answer
     assert answer["status"] != 200

@@ -115,6 +115,9 @@ def test_each_https_listener_refuses_plain_http_anonymous_and_untrusting_clients
     ["/-/quit", "/-/reload", "/api/v1/admin/tsdb/snapshot", "/api/v1/admin/tsdb/clean_tombstones"],
 )
 def test_prometheus_lifecycle_and_admin_endpoints_are_off(host, path):
+    # the flags first: with the lifecycle API on, the POST below would stop Prometheus
+    flags = json.loads(fetch(host, f"{prometheus(host)}/api/v1/status/flags")["body"])["data"]
+    assert (flags["web.enable-lifecycle"], flags["web.enable-admin-api"]) == ("false", "false")
     answer = fetch(host, f"{prometheus(host)}{path}", method="POST")
     assert answer["status"] is not None and 400 <= answer["status"] < 500, answer
     assert host.service("prometheus").is_running
