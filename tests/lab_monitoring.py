@@ -2,7 +2,7 @@
 lab's internal CA, basic auth as the UI user (role prometheus_grafana), whose password is read
 from the lab's vault, as the stack tests read the API tokens.
 
-    from lab_monitoring import lab_monitoring
+    from tests.lab_monitoring import lab_monitoring
     mon = lab_monitoring()
     mon.get(f"{mon.prometheus}/api/v1/targets").json()
 

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from lab_monitoring import lab_monitoring
+
+from tests.lab_monitoring import lab_monitoring
 
 ROLE = Path(__file__).resolve().parents[2] / "roles" / "prometheus_grafana"
 DASHBOARDS = sorted((ROLE / "files" / "dashboards").glob("*.json"))

@@ -9,7 +9,8 @@ import uuid
 
 import pytest
 import requests
-from lab_monitoring import lab_monitoring
+
+from tests.lab_monitoring import lab_monitoring
 
 from . import harness
 
