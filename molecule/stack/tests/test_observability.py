@@ -1,7 +1,7 @@
 """testinfra on the lab after site.yml: the certificate expiry collector runs on every host and
-publishes, through the node exporter, the expiry of every certificate role pki registered there;
-Prometheus has those series for every host, the backup series of the backup hosts and the backup,
-archiving and certificate alert rules.
+writes, into the node exporter's textfile directory, the expiry of every certificate role pki
+registered there; Prometheus has those series for every host, the backup series of the backup
+hosts and the backup, archiving and certificate alert rules.
 
 Outside Molecule, against the lab (read-only):
     .venv/bin/pytest --hosts='ansible://all' --ansible-inventory=inventory/lab/hosts.yml \
@@ -20,8 +20,8 @@ testinfra_hosts = ["all"]
 
 REGISTRY = "/etc/kv-pki/monitored"
 TEXTFILE = "/var/lib/prometheus/node-exporter/kv-certificates.prom"
-NODE_EXPORTER_PORT = 9100
 PROMETHEUS_PORT = 9090
+CA_CERT = "/etc/prometheus/pki/ca.crt"
 CERT_GROUPS = {"dcs", "postgres", "monitoring", "backup"}  # hosts that hold certificates of pki
 SAMPLE = re.compile(r'^(\w+)\{path="([^"]*)"(?:,subject="((?:[^"\\]|\\.)*)")?\} (\S+)$', re.M)
 
@@ -30,13 +30,19 @@ def _vars(host):
     return host.ansible.get_variables()
 
 
-def http_get(host, url):
-    """GET url from the host itself (the services listen on its internal address only)."""
+def prometheus_get(host, url):
+    """GET Prometheus' API from the monitoring host itself (it listens on the internal address
+    only; HTTPS verified with the project CA, as the scrape user, whose password file is there)."""
     script = (
-        "import urllib.request, sys; "
-        f"sys.stdout.write(urllib.request.urlopen({url!r}, timeout=10).read().decode())"
+        "import base64, ssl, sys, urllib.request as u; "
+        "r = u.Request(sys.argv[1]); "
+        "p = open('/etc/prometheus/pki/scrape-password').read(); "
+        "r.add_header('Authorization', 'Basic ' + base64.b64encode(('prometheus:' + p).encode())"
+        ".decode()); "
+        "c = ssl.create_default_context(cafile=sys.argv[2]); "
+        "sys.stdout.write(u.urlopen(r, timeout=10, context=c).read().decode())"
     )
-    return host.check_output(f"python3 -c {json.dumps(script)}")
+    return host.check_output("python3 -c %s %s %s", script, url, CA_CERT)
 
 
 def registered(host):
@@ -57,9 +63,7 @@ def test_every_registered_certificate_is_published_with_its_expiry(host):
     certs = registered(host)
     if CERT_GROUPS & set(_vars(host)["group_names"]):
         assert certs, f"no certificate registered in {REGISTRY} on a host of {CERT_GROUPS}"
-    metrics = http_get(
-        host, f"http://{_vars(host)['internal_address']}:{NODE_EXPORTER_PORT}/metrics"
-    )
+    metrics = host.file(TEXTFILE).content_string  # what the node exporter publishes as is
     not_after = {
         path: float(value)
         for name, path, _, value in SAMPLE.findall(metrics)
@@ -88,15 +92,15 @@ def prometheus(host):
     mon = variables["groups"]["monitoring"][0]
     if host.backend.get_hostname() != mon:
         pytest.skip(f"Prometheus is queried from {mon} only")
-    base = f"http://{variables['internal_address']}:{PROMETHEUS_PORT}"
+    base = f"https://{variables['internal_address']}:{PROMETHEUS_PORT}"
 
     def query(expr):
         url = f"{base}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
-        answer = json.loads(http_get(host, url))
+        answer = json.loads(prometheus_get(host, url))
         assert answer["status"] == "success", answer
         return answer["data"]["result"]
 
-    query.rules = lambda: json.loads(http_get(host, f"{base}/api/v1/rules"))["data"]["groups"]
+    query.rules = lambda: json.loads(prometheus_get(host, f"{base}/api/v1/rules"))["data"]["groups"]
     return query
 
 
