@@ -9,29 +9,19 @@ encrypted with aes-256-cbc, one full and one differential backup), captured with
 """
 
 import copy
-import importlib.util
 import json
 import re
 import shutil
 import subprocess
 from pathlib import Path
 
+import pgbackrest_metrics as metrics  # roles/pgbackrest/files, on pytest's pythonpath
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "roles" / "pgbackrest" / "files" / "pgbackrest_metrics.py"
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "info.json"
 SAMPLE = re.compile(r"^([a-z_]+)(?:\{([^}]*)\})? (\S+)$")
 
 
-def _module():
-    spec = importlib.util.spec_from_file_location("pgbackrest_metrics", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-metrics = _module()
 
 
 def parse(text):

@@ -4,28 +4,16 @@ real openssl, follows pki's registry symlinks, reports unreadable files, escapes
 replaces its output file atomically."""
 
 import datetime
-import importlib.util
 import re
 import shutil
-from pathlib import Path
 
+import kv_certificate_metrics as kcm  # roles/node_exporter/files, on pytest's pythonpath
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
-
-SCRIPT = (
-    Path(__file__).resolve().parents[2]
-    / "roles"
-    / "node_exporter"
-    / "files"
-    / "kv_certificate_metrics.py"
-)
-spec = importlib.util.spec_from_file_location("kv_certificate_metrics", SCRIPT)
-kcm = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(kcm)
 
 SAMPLE = re.compile(r"^(\w+)(?:\{(.*)\})? (\S+)$")
 LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
