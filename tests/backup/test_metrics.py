@@ -3,9 +3,9 @@
 labels the alerts read, a full counting as a diff and an incr, the repository size, the failure
 file, the atomic write.
 
-The fixture is the output of Debian 12's pgBackRest 2.45 for stanza kv (PostgreSQL 15, repository
-encrypted with aes-256-cbc, one full and one differential backup), captured with
-    sudo -u pgbackrest pgbackrest --stanza=kv --output=json info
+The fixture is the lab's (Debian 12's pgBackRest 2.45, stanza kv, repository encrypted with
+aes-256-cbc, the first full backup playbooks/backup.yml takes), captured on backup1 with
+    runuser -u pgbackrest -- pgbackrest --stanza=kv --output=json info
 """
 
 import copy
