@@ -141,7 +141,7 @@ def test_restore_drill_to_a_time(lab: harness.Lab):
     remove(cluster)
     started = time.monotonic()
     try:
-        restore(cluster, "-e", f"restore_time={target_time}")
+        restore(cluster, "-e", json.dumps({"restore_time": target_time}))
         took = time.monotonic() - started
         rows = restored(cluster, f"SELECT key, value #>> '{{}}', deleted FROM kv_item "
                                  f"WHERE key LIKE '{prefix}-%' ORDER BY key")
@@ -196,7 +196,7 @@ echo "$n"
                                     script, timeout=120).stdout.strip() or 0)
         assert touched > 0, f"no WAL segment after the backup's stop {stop_segment} to damage"
         remove(cluster)
-        p = restore(cluster, "-e", f"restore_time={target_time}", "-e",
+        p = restore(cluster, "-e", json.dumps({"restore_time": target_time}), "-e",
                     f"restore_repo_path={copy}", check=False)
         out = p.stdout + p.stderr
         assert p.returncode != 0, f"a restore with {damage} WAL succeeded:\n{out[-3000:]}"
