@@ -174,7 +174,7 @@ def test_broken_wal_fails_the_restore_loudly(lab: harness.Lab, damage: str):
     target_time = primary_now(lab)
     archive_everything()
 
-    copy = f"/var/lib/pgbackrest-drill-{damage}"
+    copy = f"{RESTORE_ROOT}/repository-copy-{damage}"  # the repository owner's directory
     harm = ('rm -f "$f"' if damage == "missing" else
             'dd if=/dev/urandom of="$f" bs=64 count=4 seek=2 conv=notrunc status=none')
     cluster = f"broken-{damage}"
@@ -192,7 +192,7 @@ done
 echo "$n"
 """
     try:
-        touched = int(harness.dexec(BACKUP, "runuser", "-u", "pgbackrest", "--", "sh", "-c",
+        touched = int(harness.dexec(BACKUP, "runuser", "-u", "pgbackrest", "--", "bash", "-c",
                                     script, timeout=120).stdout.strip() or 0)
         assert touched > 0, f"no WAL segment after the backup's stop {stop_segment} to damage"
         remove(cluster)
