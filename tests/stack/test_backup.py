@@ -182,7 +182,8 @@ def test_broken_wal_fails_the_restore_loudly(lab: harness.Lab, damage: str):
 rm -rf {copy}
 cp -a {REPO} {copy}
 n=0
-for f in $(find {copy}/archive/{STANZA} -type f -name '0000000[0-9A-F]*-*'); do
+for f in $(find {copy}/archive/{STANZA} -type f -regextype posix-extended \\
+             -regex '.*/[0-9A-F]{{24}}-[0-9a-f]{{40}}[.a-z0-9]*'); do
   seg=$(basename "$f" | cut -c9-24)
   if [ "$((16#$seg))" -gt "$((16#{stop_segment[8:24]}))" ]; then
     {harm}
@@ -192,6 +193,8 @@ done
 echo "$n"
 """
     try:
+        harness.dexec(BACKUP, "install", "-d", "-o", "pgbackrest", "-g", "pgbackrest", "-m",
+                      "0750", RESTORE_ROOT, timeout=30)
         touched = int(harness.dexec(BACKUP, "runuser", "-u", "pgbackrest", "--", "bash", "-c",
                                     script, timeout=120).stdout.strip() or 0)
         assert touched > 0, f"no WAL segment after the backup's stop {stop_segment} to damage"
