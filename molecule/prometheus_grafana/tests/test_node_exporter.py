@@ -1,30 +1,12 @@
 """testinfra checks of node_exporter on every host of the scenario: HTTPS with basic auth only."""
 
-import base64
 import json
-import shlex
+
+from tests import host_http
 
 testinfra_hosts = ["all"]
 
 CA = "/etc/prometheus/node-exporter/ca.crt"
-# Runs on the host (python3 is there; curl is not): one GET, the answer as JSON.
-FETCH = """
-import base64, json, ssl, sys, urllib.error, urllib.request
-url, user, password, ca = json.loads(sys.argv[1])
-req = urllib.request.Request(url)
-if user:
-    token = base64.b64encode(f"{user}:{password}".encode()).decode()
-    req.add_header("Authorization", "Basic " + token)
-context = ssl.create_default_context(cafile=ca) if url.startswith("https") else None
-try:
-    with urllib.request.urlopen(req, timeout=5, context=context) as r:
-        out = {"status": r.status, "body": r.read().decode()}
-except urllib.error.HTTPError as e:
-    out = {"status": e.code, "body": ""}
-except (urllib.error.URLError, OSError) as e:
-    out = {"status": None, "error": str(getattr(e, "reason", e))}
-print(json.dumps(out))
-"""
 
 
 def address(host):
@@ -33,13 +15,7 @@ def address(host):
 
 
 def fetch(host, url, user=None, password=None, ca=CA):
-    args = json.dumps([url, user, password, ca])
-    encoded = base64.b64encode(FETCH.encode()).decode()
-    return json.loads(
-        host.check_output(
-            f"python3 -c \"import base64; exec(base64.b64decode('{encoded}'))\" {shlex.quote(args)}"
-        )
-    )
+    return host_http.request(host, url, user=user, password=password, ca=ca)
 
 
 def test_node_exporter_running_enabled_on_internal_address(host):

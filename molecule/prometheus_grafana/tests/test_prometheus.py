@@ -1,12 +1,12 @@
 """testinfra checks of the Prometheus side of prometheus_grafana on the monitoring host."""
 
-import base64
 import json
-import shlex
 import time
 import urllib.parse
 
 import pytest
+
+from tests import host_http
 
 testinfra_hosts = ["prometheus_grafana-mon1"]
 
@@ -22,25 +22,6 @@ def address(host):
 CA = "/etc/prometheus/pki/ca.crt"
 SCRAPE_PASSWORD = "/etc/prometheus/pki/scrape-password"
 # Runs on the host (python3 is on every host; curl is not): one request, the answer as JSON.
-# ca None = the system's trust store (which does not hold the project CA).
-FETCH = """
-import base64, json, ssl, sys, urllib.error, urllib.request
-url, method, user, password, ca, data = json.loads(sys.argv[1])
-req = urllib.request.Request(url, method=method, data=data.encode() if data else None,
-                             headers={"Content-Type": "application/json"})
-if user:
-    token = base64.b64encode(f"{user}:{password}".encode()).decode()
-    req.add_header("Authorization", "Basic " + token)
-context = ssl.create_default_context(cafile=ca) if url.startswith("https") else None
-try:
-    with urllib.request.urlopen(req, timeout=5, context=context) as r:
-        out = {"status": r.status, "body": r.read().decode()}
-except urllib.error.HTTPError as e:
-    out = {"status": e.code, "body": e.read().decode()}
-except (urllib.error.URLError, OSError) as e:
-    out = {"status": None, "error": str(getattr(e, "reason", e))}
-print(json.dumps(out))
-"""
 
 
 def fetch(host, url, method="GET", login=True, ca=CA, data=None, user="prometheus", password=None):
@@ -50,12 +31,8 @@ def fetch(host, url, method="GET", login=True, ca=CA, data=None, user="prometheu
         user = password = None
     elif password is None:
         password = host.file(SCRAPE_PASSWORD).content_string
-    args = json.dumps([url, method, user, password, ca, data])
-    encoded = base64.b64encode(FETCH.encode()).decode()
-    out = host.check_output(
-        f"python3 -c \"import base64; exec(base64.b64decode('{encoded}'))\" {shlex.quote(args)}"
-    )
-    return json.loads(out)
+    return host_http.request(host, url, method=method, user=user, password=password, ca=ca,
+                             data=data)
 
 
 def get_json(host, url):

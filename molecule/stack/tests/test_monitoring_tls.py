@@ -8,12 +8,12 @@ Outside Molecule, against the lab (read-only):
         molecule/stack/tests/test_monitoring_tls.py
 """
 
-import base64
 import json
-import shlex
 import time
 
 import pytest
+
+from tests import host_http
 
 testinfra_hosts = ["monitoring"]
 
@@ -22,34 +22,11 @@ SCRAPE_PASSWORD = "/etc/prometheus/pki/scrape-password"
 HTTPS_JOBS = {"prometheus", "alertmanager", "node", "postgres"}
 WAIT = 60  # seconds: every target is scraped within one 15 s interval
 # Runs on the host: one request, the answer as JSON. ca None = the system's trust store.
-FETCH = """
-import base64, json, ssl, sys, urllib.error, urllib.request
-url, method, user, password_file, ca = json.loads(sys.argv[1])
-req = urllib.request.Request(url, method=method)
-if user:
-    password = open(password_file).read()
-    token = base64.b64encode(f"{user}:{password}".encode()).decode()
-    req.add_header("Authorization", "Basic " + token)
-context = ssl.create_default_context(cafile=ca) if url.startswith("https") else None
-try:
-    with urllib.request.urlopen(req, timeout=5, context=context) as r:
-        out = {"status": r.status, "body": r.read().decode()}
-except urllib.error.HTTPError as e:
-    out = {"status": e.code, "body": e.read().decode()[:300]}
-except (urllib.error.URLError, OSError) as e:
-    out = {"status": None, "error": str(getattr(e, "reason", e))}
-print(json.dumps(out))
-"""
 
 
 def fetch(host, url, method="GET", login=True, ca=CA):
-    args = json.dumps([url, method, "prometheus" if login else None, SCRAPE_PASSWORD, ca])
-    encoded = base64.b64encode(FETCH.encode()).decode()
-    return json.loads(
-        host.check_output(
-            f"python3 -c \"import base64; exec(base64.b64decode('{encoded}'))\" {shlex.quote(args)}"
-        )
-    )
+    return host_http.request(host, url, method=method, user="prometheus" if login else None,
+                             password_file=SCRAPE_PASSWORD, ca=ca)
 
 
 def prometheus(host):

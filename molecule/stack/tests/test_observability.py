@@ -16,6 +16,8 @@ import urllib.parse
 
 import pytest
 
+from tests import host_http
+
 testinfra_hosts = ["all"]
 
 REGISTRY = "/etc/kv-pki/monitored"
@@ -33,16 +35,10 @@ def _vars(host):
 def prometheus_get(host, url):
     """GET Prometheus' API from the monitoring host itself (it listens on the internal address
     only; HTTPS verified with the project CA, as the scrape user, whose password file is there)."""
-    script = (
-        "import base64, ssl, sys, urllib.request as u; "
-        "r = u.Request(sys.argv[1]); "
-        "p = open('/etc/prometheus/pki/scrape-password').read(); "
-        "r.add_header('Authorization', 'Basic ' + base64.b64encode(('prometheus:' + p).encode())"
-        ".decode()); "
-        "c = ssl.create_default_context(cafile=sys.argv[2]); "
-        "sys.stdout.write(u.urlopen(r, timeout=10, context=c).read().decode())"
-    )
-    return host.check_output("python3 -c %s %s %s", script, url, CA_CERT)
+    answer = host_http.request(host, url, user="prometheus",
+                               password_file="/etc/prometheus/pki/scrape-password", ca=CA_CERT)
+    assert answer["status"] == 200, f"{url}: {answer}"
+    return answer["body"]
 
 
 def registered(host):

@@ -14,6 +14,8 @@ import urllib.parse
 import pytest
 import yaml
 
+from tests import host_http
+
 testinfra_hosts = ["monitoring"]
 
 PATRONI_PORT = 8008
@@ -35,20 +37,14 @@ def members(host):
 
 
 def get_json(host, path):
-    """GET Prometheus' API from the monitoring host itself (python3 is there; it listens on the
-    internal address only; HTTPS verified with the project CA, as the scrape user, whose password
-    file is on the host) and decode the JSON."""
+    """GET Prometheus' API from the monitoring host itself (it listens on the internal address
+    only; HTTPS verified with the project CA, as the scrape user, whose password file is on the
+    host) and decode the JSON."""
     url = f"https://{_address(host)}:{PROMETHEUS_PORT}{path}"
-    script = (
-        "import base64, ssl, sys, urllib.request as u; "
-        "r = u.Request(sys.argv[1]); "
-        "p = open('/etc/prometheus/pki/scrape-password').read(); "
-        "r.add_header('Authorization', 'Basic ' + base64.b64encode(('prometheus:' + p).encode())"
-        ".decode()); "
-        "c = ssl.create_default_context(cafile=sys.argv[2]); "
-        "sys.stdout.write(u.urlopen(r, timeout=5, context=c).read().decode())"
-    )
-    return json.loads(host.check_output("python3 -c %s %s %s", script, url, CA_CERT))
+    answer = host_http.request(host, url, user="prometheus",
+                               password_file="/etc/prometheus/pki/scrape-password", ca=CA_CERT)
+    assert answer["status"] == 200, f"{url}: {answer}"
+    return json.loads(answer["body"])
 
 
 def query(host, expr):
