@@ -38,8 +38,10 @@ sys.exit(0 if rcode == 0 and answers > 0 else 1)
 
 
 def _docker_dns_resolves(host) -> None:
+    # The container's name: `ansible_host` over docker exec, `kvlab_container` in the SSH mode
+    # (inventory/lab-ssh/ssh.yml), where `ansible_host` is the address.
     names = host.ansible.get_variables()
-    name = names.get("ansible_host") or names["inventory_hostname"]
+    name = names.get("kvlab_container") or names["ansible_host"]
     run = host.run(f"timeout 10 python3 -c {shlex.quote(DNS_QUERY)} {shlex.quote(name)}")
     assert run.rc == 0, f"Docker's DNS did not resolve {name}: {run.stdout} {run.stderr}"
 
