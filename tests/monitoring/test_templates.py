@@ -189,3 +189,11 @@ def test_grafana_provisioning_matches_the_dashboards(rendered):
         "cert_key = /etc/grafana/pki/server.key",
         "min_tls_version = TLS1.3",
     ]
+
+
+def test_a_job_whose_group_is_empty_has_an_empty_target_file(rendered):
+    """The inventory here has no dcs group: the etcd job still gets its target file, an empty
+    list, so Prometheus loads every job whatever groups the inventory holds."""
+    _, files = rendered
+    assert files["file_sd/etcd.yml"].rstrip().endswith("[]"), files["file_sd/etcd.yml"]
+    assert yaml.safe_load(files["file_sd/etcd.yml"]) == []

@@ -1,6 +1,7 @@
 """testinfra on the monitoring host after site.yml: every scrape target of the HTTPS jobs is `up`
-over HTTPS with a login; each of those listeners refuses plain HTTP, an anonymous request and a
-client that does not trust the project CA; Prometheus' lifecycle and admin endpoints are off.
+over HTTPS with a login; each of those listeners refuses plain HTTP, an anonymous request, a wrong
+password and a client that does not trust the project CA; Prometheus' lifecycle and admin
+endpoints are off.
 
 Outside Molecule, against the lab (read-only):
     ANSIBLE_VAULT_PASSWORD_FILE=inventory/lab/vault-password.txt .venv/bin/pytest \\
@@ -74,11 +75,14 @@ def test_each_https_listener_refuses_plain_http_anonymous_and_untrusting_clients
         url = t["scrapeUrl"]
         plain = fetch(host, url.replace("https://", "http://", 1), login=False)
         anonymous = fetch(host, url, login=False)
+        wrong = host_http.request(host, url, user="prometheus", password="not-the-password", ca=CA)
         untrusting = fetch(host, url, ca=None)
         if plain["status"] == 200:
             problems.append(f"{url}: plain HTTP answered 200")
         if anonymous["status"] != 401:
             problems.append(f"{url}: no login gave {anonymous}")
+        if wrong["status"] != 401:
+            problems.append(f"{url}: a wrong password gave {wrong}")
         if (
             untrusting["status"] is not None
             or "CERTIFICATE_VERIFY_FAILED" not in untrusting["error"]
@@ -95,6 +99,7 @@ def test_each_https_listener_refuses_plain_http_anonymous_and_untrusting_clients
         ("/-/quit", 403, "Lifecycle API is not enabled"),
         ("/-/reload", 403, "Lifecycle API is not enabled"),
         ("/api/v1/admin/tsdb/snapshot", 500, "admin APIs disabled"),
+        ("/api/v1/admin/tsdb/delete_series?match[]=up", 500, "admin APIs disabled"),
         ("/api/v1/admin/tsdb/clean_tombstones", 500, "admin APIs disabled"),
     ],
 )
