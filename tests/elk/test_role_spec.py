@@ -63,7 +63,7 @@ PREFLIGHT_PLAY = """
 CASES = {
     "placeholder-password": (
         {"elk_elastic_password": "changeme"},
-        "elk_elastic_password is empty, shorter than 6 characters or a placeholder",
+        "elk_elastic_password is empty, shorter than 12 characters, a placeholder",
     ),
     "empty-password": (
         {"elk_logstash_writer_password": ""},
