@@ -16,7 +16,7 @@ PLAYBOOK    := ansible-playbook -i $(LAB_INV) $(LAB_VAULT)
 # Molecule scenarios run by `make test`, in order (each: create, converge, idempotence, verify,
 # destroy). The vendor-only scenarios (grafana, elk) are run by a pytest gate that probes the
 # vendor's repository first and reports SKIPPED with the reason when it is unreachable.
-MOLECULE_SCENARIOS ?= common postgres_replication app_lb
+MOLECULE_SCENARIOS ?= common postgres_replication
 MOLECULE_VENDOR_GATES := tests/monitoring/test_molecule_grafana.py tests/elk/test_molecule_elk.py
 LAB_PROMETHEUS := https://172.30.99.41:9090
 

@@ -7,7 +7,8 @@ timeout; traffic goes only to the lab's containers. Every fault heals in a ``fin
 The package by concern: ``config`` (paths, bounds), ``lab`` (access to the lab), ``workload``
 (clients and the history), ``faults`` and ``failover`` (the fault catalogue, with ``history``
 for what a failover's history says), ``catalogue`` (names and order), ``runner`` (one fault end
-to end), ``report`` (figures and tables). What the tests use is re-exported here
+to end), ``report`` (figures and tables),
+``load`` (paced PUT/GET load through the balancer). What the tests use is re-exported here
 (``harness.<name>``); the faults themselves are reached through ``FAULTS``.
 """
 
@@ -37,6 +38,7 @@ from .history import (
     undocumented_write_failures,
 )
 from .lab import Lab, dexec, playbook, read_tokens, run
+from .load import Load
 from .report import COLUMNS, flat_figures, markdown, table, update_report
 from .runner import (
     count_worker_timeouts,
@@ -63,6 +65,7 @@ __all__ = [
     "VAULT_PASSWORD",
     "Fault",
     "Lab",
+    "Load",
     "Recorder",
     "Workload",
     "_end_backstop",

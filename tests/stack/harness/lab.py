@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 import time
 from dataclasses import dataclass
@@ -107,6 +108,20 @@ class Lab:
             return float(raw) if raw else default
         except ValueError:
             return default
+
+    def nginx_limits(self) -> dict[str, int]:
+        """The rate limit (requests per second, burst) and the largest body of the balancer, as
+        lb1's live nginx.conf has them (rendered by role nginx from the inventory)."""
+        conf = dexec("lb1", "cat", "/etc/nginx/nginx.conf", timeout=20).stdout
+        found = {
+            "rps": re.search(r"limit_req_zone .*zone=kv_per_client:\S+ rate=(\d+)r/s;", conf),
+            "burst": re.search(r"limit_req zone=kv_per_client burst=(\d+)", conf),
+            "max_body": re.search(r"client_max_body_size (\d+);", conf),
+        }
+        missing = [name for name, m in found.items() if not m]
+        if missing:
+            raise RuntimeError(f"lb1's /etc/nginx/nginx.conf does not set {missing}")
+        return {name: int(m.group(1)) for name, m in found.items()}
 
     def write_timeout(self) -> float:
         """KV_WRITE_TIMEOUT as deployed on app1 (the app's default otherwise)."""

@@ -1,10 +1,10 @@
-"""Which transport errors the load generator may send once more (tests/app_lb/load.py)."""
+"""Which transport errors the load generator may send once more (tests/stack/harness/load.py)."""
 
 from __future__ import annotations
 
 import requests
 
-from .load import _closed_unanswered
+from .harness.load import _closed_unanswered
 
 TLS_EOF = requests.exceptions.SSLError(
     "HTTPSConnectionPool(host='172.19.0.2', port=443): Max retries exceeded with url: "

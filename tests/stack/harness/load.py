@@ -1,4 +1,5 @@
-"""A bounded, paced load generator for the balancer (used by molecule/app_lb's tests).
+"""A bounded, paced load generator for the balancer (tests/stack/test_balancer.py: rolling
+update and rollback under load).
 
 Each of `threads` workers alternates PUT and GET on its own keys, at most `rate` requests per
 second per worker, until stopped, `max_seconds` passed or `max_requests` were sent. Every answer
