@@ -350,7 +350,7 @@ def under_load(lab, playbook: str, extra: list[str] | None = None) -> None:
     try:
         time.sleep(3)
         t0 = time.monotonic()
-        harness.playbook(playbook, timeout=1200, extra=extra)
+        harness.playbook(playbook, timeout=480, extra=extra)
         print(f"{playbook}: {time.monotonic() - t0:.0f}s")
         time.sleep(3)
     finally:
@@ -384,7 +384,7 @@ def test_rolling_update_and_rollback_under_load_fail_no_request(lab, tmp_path):
     finally:
         if not rolled_back:
             # the lab's own release again, from this checkout's app (as `make lab` deployed it)
-            harness.playbook("rolling_update.yml", timeout=1200)
+            harness.playbook("rolling_update.yml", timeout=480)
         for host in lab.app_hosts():
             lab.wait_instances(host)
         lab.wait_healthy(why="after the rolling update and rollback")
