@@ -116,7 +116,7 @@ def test_every_preflight_checks_its_secrets_through_the_entry_point():
         assert not re.search(r"not in \w*placeholder", text), preflight
         if "tasks_from: secrets" in text:
             users.add(preflight.parts[-3])
-    assert users == {"django_kv", "elk", "node_exporter", "pgbackrest", "postgres_replication",
-                     "prometheus_grafana"}
+    assert users == {"django_kv", "elk", "nginx", "node_exporter", "pgbackrest",
+                     "postgres_replication", "prometheus_grafana"}
     for variables in ROOT.glob("roles/*/vars/main.yml"):
         assert "placeholder" not in variables.read_text(), variables

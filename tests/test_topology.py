@@ -72,11 +72,12 @@ def test_every_listening_port_of_the_roles_is_in_the_topology():
     client_only = {"django_kv_db_port", "postgres_replication_etcd_port",
                    "common_firewall_ssh_port"}
     socket_only = {"pgbackrest_restore_port"}  # a restored cluster listens on no TCP address
+    loopback_only = {"nginx_exporter_local_port"}  # published by nginx on nginx_exporter_port
     ports = set().union(*(s["ports"] for s in SERVICES))
     missing = {}
     for role in sorted(p.name for p in ROLES.iterdir() if (p / "defaults" / "main.yml").is_file()):
         for key, value in _defaults(role).items():
-            if (key.endswith("_port") and key not in client_only | socket_only
+            if (key.endswith("_port") and key not in client_only | socket_only | loopback_only
                     and isinstance(value, int)
                     and value not in ports):
                 missing[key] = value
@@ -126,6 +127,9 @@ def test_nginx_upstreams_are_the_app_instances():
     for port in (n["nginx_http_port"], n["nginx_https_port"]):
         assert any(s.get("public") for s in _served(n["nginx_lb_group"], port)), port
     assert _allows(n["nginx_lb_group"], n["nginx_exporter_port"], "monitoring")
+    # nginx publishes the exporter on nginx_exporter_port; the exporter's own port is loopback only
+    assert n["nginx_exporter_local_port"] != n["nginx_exporter_port"]
+    assert _served(n["nginx_lb_group"], n["nginx_exporter_local_port"]) == []
 
 
 def test_etcd_and_logging():

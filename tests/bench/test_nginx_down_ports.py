@@ -15,7 +15,7 @@ ROOT = HERE.parents[1]
 INVENTORY = """
 all:
   hosts:
-    localhost: {internal_address: 10.0.0.10}
+    localhost: {internal_address: 10.0.0.10, nginx_exporter_scrape_password: scrape-pw-0123}
   children:
     app:
       hosts:
@@ -24,14 +24,15 @@ all:
 """
 
 
-def render(tmp_path, down_ports):
+def render(tmp_path, down_ports, **extra):
     (tmp_path / "hosts.yml").write_text(INVENTORY)
     out = tmp_path / "out"
     out.mkdir()
     playbook = shutil.which("ansible-playbook") or str(ROOT / ".venv" / "bin" / "ansible-playbook")
+    extra_vars = {"nginx_upstream_down_ports": down_ports, **extra}
     run = subprocess.run(
         [playbook, str(HERE / "render_upstream.yml"), "-i", str(tmp_path / "hosts.yml"),
-         "-e", f"out_dir={out}", "-e", json.dumps({"nginx_upstream_down_ports": down_ports})],
+         "-e", f"out_dir={out}", "-e", json.dumps(extra_vars)],
         capture_output=True, text=True, timeout=120, cwd=ROOT,
         env={**os.environ, "ANSIBLE_FORCE_COLOR": "0"},
     )  # fmt: skip
@@ -75,4 +76,22 @@ def test_preflight_refuses_a_bad_value(tmp_path, down_ports):
     run, servers = render(tmp_path, down_ports)
     assert run.returncode != 0
     assert "nginx_upstream_down_ports maps app hosts" in run.stdout
+    assert servers == {}
+
+
+@pytest.mark.parametrize(
+    "password", ["", "short-pw-11", "CHANGEME"], ids=["empty", "short", "placeholder"]
+)
+def test_preflight_refuses_a_bad_exporter_scrape_password(tmp_path, password):
+    run, servers = render(tmp_path, {}, nginx_exporter_scrape_password=password)
+    assert run.returncode != 0
+    assert "nginx_exporter_scrape_password is empty, shorter than 12" in run.stdout
+    assert password == "" or password not in run.stdout
+    assert servers == {}
+
+
+def test_preflight_refuses_the_exporter_on_nginx_s_own_port(tmp_path):
+    run, servers = render(tmp_path, {}, nginx_exporter_local_port=9113)
+    assert run.returncode != 0
+    assert "nginx_exporter_local_port" in run.stdout
     assert servers == {}

@@ -110,14 +110,14 @@ def test_the_monitoring_plane_is_scraped_over_https_with_basic_auth(rendered):
     jobs = {j["job_name"]: j for j in config["scrape_configs"]}
     login = {"username": "prometheus", "password_file": "/etc/prometheus/pki/scrape-password"}
     tls = {"ca_file": "/etc/prometheus/pki/ca.crt"}
-    for name in ("prometheus", "alertmanager", "node", "postgres"):
+    for name in ("prometheus", "alertmanager", "node", "postgres", "nginx"):
         assert jobs[name]["scheme"] == "https", name
         assert jobs[name]["tls_config"] == tls, name  # verified, never insecure_skip_verify
         assert jobs[name]["basic_auth"] == login, name  # the password stays out of prometheus.yml
     https = {n for n, j in jobs.items() if j.get("scheme") == "https"}
-    # plain HTTP on the internal address (README.md, "Security"): the app's gunicorn listeners,
-    # etcd's metrics listener and the nginx exporter
-    assert set(jobs) - https == {"kv", "etcd", "nginx"}
+    # plain HTTP on the internal address (README.md, "Security"): the app's gunicorn listeners and
+    # etcd's metrics listener (the nginx exporter is published by nginx with TLS and a login)
+    assert set(jobs) - https == {"kv", "etcd"}
     (am,) = config["alerting"]["alertmanagers"]
     assert (am["scheme"], am["tls_config"], am["basic_auth"]) == ("https", tls, login)
     assert "scrape-password-1" not in files["prometheus.yml"]

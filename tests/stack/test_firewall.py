@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -59,3 +60,25 @@ def test_only_the_balancer_answers_from_outside_the_inventory(lab):
     open_ports = sorted((by_address[r["host"]], r["port"]) for r in results
                         if r["state"] == "open")
     assert open_ports == [("lb1", 80), ("lb1", 443)], open_ports
+
+
+@pytest.mark.lab
+def test_the_nginx_exporter_listens_on_loopback_only(lab):
+    """The exporter's own port answers nobody but the balancer itself: from the controller (an
+    admin address, which the firewall lets through to every port) it is refused, not filtered:
+    nothing listens on the internal address; nginx's TLS listener on 9113 is open."""
+    defaults = yaml.safe_load((ROOT / "roles" / "nginx" / "defaults" / "main.yml").read_text())
+    local, published = defaults["nginx_exporter_local_port"], defaults["nginx_exporter_port"]
+    lb1 = _lab_addresses()["lb1"]
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "portscan.py"), "--hosts", lb1,
+         "--ports", f"{published},{local}", "--timeout", "2"],
+        capture_output=True, text=True, timeout=30, check=False)
+    assert run.returncode == 0, run.stderr
+    states = {r["port"]: r["state"] for r in map(json.loads, run.stdout.splitlines())}
+    assert states == {published: "open", local: "refused"}, states
+    inside = subprocess.run(
+        ["docker", "exec", "kvlab-lb1", "ss", "-Htln", f"sport = :{local}"],
+        capture_output=True, text=True, timeout=30, check=False)
+    assert inside.returncode == 0, inside.stderr
+    assert [line.split()[3] for line in inside.stdout.splitlines()] == [f"127.0.0.1:{local}"]

@@ -101,17 +101,30 @@ def test_lb_host(host):
             "tcp://0.0.0.0:80",
             "tcp://0.0.0.0:443",
             f"tcp://{internal}:8080",
-            f"tcp://{internal}:9113",
+            f"tcp://{internal}:9113",  # nginx, in front of the exporter
+            "tcp://127.0.0.1:19113",  # the exporter itself, loopback only
         ):
             assert host.socket(sock).is_listening, sock
+        assert not host.socket(f"tcp://{internal}:19113").is_listening
+        htpasswd = host.file("/etc/nginx/kv-exporter.htpasswd")
+        assert (htpasswd.user, htpasswd.group, htpasswd.mode) == ("root", "www-data", 0o640)
+        assert htpasswd.content_string.startswith("prometheus:$2b$")
+        assert variables["vault_monitoring_scrape_password"] not in htpasswd.content_string
         key = host.file("/etc/nginx/tls/kv.key")
         assert (key.user, key.mode) == ("root", 0o600)
         test = host.run("nginx -t -q")
         assert test.rc == 0, test.stderr
     status = host.run(f"curl -sf http://{internal}:8080/nginx_status")
     assert status.rc == 0 and "Active connections" in status.stdout, status.stderr
-    metrics = host.run(f"curl -sf http://{internal}:9113/metrics").stdout
+    # the exporter's metrics through nginx: TLS verified with the project CA, the scrape login
+    login = "prometheus:" + variables["vault_monitoring_scrape_password"]
+    https = f"https://{internal}:9113/metrics"
+    ca = "--cacert /etc/nginx/pki/ca.crt"
+    metrics = host.run(f"curl -sf {ca} -u %s {https}", login).stdout
     assert "nginx_up 1" in metrics
+    anonymous = host.run(f"curl -s -o /dev/null -w '%{{http_code}}' {ca} {https}").stdout
+    assert anonymous == "401"
+    assert host.run(f"curl -sf -o /dev/null {ca} --tls-max 1.2 -u %s {https}", login).rc != 0
     # HTTP/2 and modern TLS only
     h2 = host.run("curl -sk --http2 -o /dev/null -w '%{http_version}' https://127.0.0.1/healthz")
     assert h2.stdout == "2", (h2.stdout, h2.stderr)

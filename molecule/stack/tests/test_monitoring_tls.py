@@ -11,8 +11,10 @@ Outside Molecule, against the lab (read-only):
 
 import json
 import time
+from pathlib import Path
 
 import pytest
+import yaml
 
 from tests import host_http
 
@@ -20,7 +22,7 @@ testinfra_hosts = ["monitoring"]
 
 CA = "/etc/prometheus/pki/ca.crt"
 SCRAPE_PASSWORD = "/etc/prometheus/pki/scrape-password"
-HTTPS_JOBS = {"prometheus", "alertmanager", "node", "postgres"}
+HTTPS_JOBS = {"prometheus", "alertmanager", "node", "postgres", "nginx"}
 WAIT = 60  # seconds: every target is scraped within one 15 s interval
 # Runs on the host: one request, the answer as JSON. ca None = the system's trust store.
 
@@ -59,6 +61,7 @@ def test_every_https_job_is_scraped_over_https_and_up(host, targets):
         "postgres": set(groups["postgres"]),
         "prometheus": set(groups["monitoring"]),
         "alertmanager": set(groups["monitoring"]),
+        "nginx": set(groups["lb"]),  # the exporter published by nginx (TLS, basic auth)
     }
     seen = {
         job: {t["labels"]["host"] for t in targets if t["labels"]["job"] == job} for job in expected
@@ -89,6 +92,24 @@ def test_each_https_listener_refuses_plain_http_anonymous_and_untrusting_clients
         ):
             problems.append(f"{url}: a client without the project CA got {untrusting}")
     assert problems == []
+
+
+def test_the_nginx_exporter_is_reached_only_through_nginx(host, targets):
+    """The exporter itself listens on the balancer's loopback: from the monitoring host (which
+    the firewall lets through to 9113) its own port gives no answer, 9113 answers with TLS."""
+    runner = host.backend.ansible_runner
+    defaults = yaml.safe_load(
+        (Path(__file__).resolve().parents[3] / "roles/nginx/defaults/main.yml").read_text())
+    seen = []
+    for t in targets:
+        if t["labels"]["job"] != "nginx":
+            continue
+        lb = runner.get_variables(t["labels"]["host"])
+        port = lb.get("nginx_exporter_local_port", defaults["nginx_exporter_local_port"])
+        assert t["scrapeUrl"] == f"https://{lb['internal_address']}:9113/metrics"
+        direct = fetch(host, f"http://{lb['internal_address']}:{port}/metrics", login=False)
+        seen.append((t["labels"]["host"], direct["status"]))
+    assert seen and all(status is None for _, status in seen), seen
 
 
 # Prometheus answers 403 "Lifecycle API is not enabled." and, for the admin API, 500 "admin APIs
