@@ -38,10 +38,12 @@ sys.exit(0 if rcode == 0 and answers > 0 else 1)
 
 
 def _docker_dns_resolves(host) -> None:
-    # The container's name: `ansible_host` over docker exec, `kvlab_container` in the SSH mode
-    # (inventory/lab-ssh/ssh.yml), where `ansible_host` is the address.
+    # The container's name: `kvlab_container` in the lab's SSH mode (inventory/lab-ssh/ssh.yml,
+    # where `ansible_host` is the address), `ansible_host` over docker exec, and Molecule's host
+    # name in a scenario of its own (no `ansible_host`).
     names = host.ansible.get_variables()
-    name = names.get("kvlab_container") or names["ansible_host"]
+    name = (names.get("kvlab_container") or names.get("ansible_host")
+            or names["inventory_hostname"])
     run = host.run(f"timeout 10 python3 -c {shlex.quote(DNS_QUERY)} {shlex.quote(name)}")
     assert run.rc == 0, f"Docker's DNS did not resolve {name}: {run.stdout} {run.stderr}"
 
