@@ -36,7 +36,8 @@ def _lab_addresses() -> dict[str, str]:
 
 def _topology_ports() -> set[int]:
     services = yaml.safe_load((ROOT / "playbooks" / "vars" / "topology.yml").read_text())
-    ports = {22}
+    # SSH, and the listeners that are on loopback only (nginx's stub_status, the nginx exporter).
+    ports = {22, 8080, 19113}
     for s in services["kv_topology_services"]:
         p = s["ports"]
         ports.update([8000, 8001, 8002] if isinstance(p, str) else p)
@@ -63,22 +64,25 @@ def test_only_the_balancer_answers_from_outside_the_inventory(lab):
 
 
 @pytest.mark.lab
-def test_the_nginx_exporter_listens_on_loopback_only(lab):
-    """The exporter's own port answers nobody but the balancer itself: from the controller (an
-    admin address, which the firewall lets through to every port) it is refused, not filtered:
-    nothing listens on the internal address; nginx's TLS listener on 9113 is open."""
+def test_the_nginx_exporter_and_stub_status_listen_on_loopback_only(lab):
+    """The exporter's own port and nginx's stub_status answer nobody but the balancer itself:
+    from the controller (an admin address, which the firewall lets through to every port) they
+    are refused, not filtered: nothing listens on the internal address; nginx's TLS listener on
+    9113 is open."""
     defaults = yaml.safe_load((ROOT / "roles" / "nginx" / "defaults" / "main.yml").read_text())
     local, published = defaults["nginx_exporter_local_port"], defaults["nginx_exporter_port"]
+    status = defaults["nginx_status_port"]
     lb1 = _lab_addresses()["lb1"]
     run = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "portscan.py"), "--hosts", lb1,
-         "--ports", f"{published},{local}", "--timeout", "2"],
+         "--ports", f"{published},{local},{status}", "--timeout", "2"],
         capture_output=True, text=True, timeout=30, check=False)
     assert run.returncode == 0, run.stderr
     states = {r["port"]: r["state"] for r in map(json.loads, run.stdout.splitlines())}
-    assert states == {published: "open", local: "refused"}, states
-    inside = subprocess.run(
-        ["docker", "exec", "kvlab-lb1", "ss", "-Htln", f"sport = :{local}"],
-        capture_output=True, text=True, timeout=30, check=False)
-    assert inside.returncode == 0, inside.stderr
-    assert [line.split()[3] for line in inside.stdout.splitlines()] == [f"127.0.0.1:{local}"]
+    assert states == {published: "open", local: "refused", status: "refused"}, states
+    for port in (local, status):
+        inside = subprocess.run(
+            ["docker", "exec", "kvlab-lb1", "ss", "-Htln", f"sport = :{port}"],
+            capture_output=True, text=True, timeout=30, check=False)
+        assert inside.returncode == 0, inside.stderr
+        assert [line.split()[3] for line in inside.stdout.splitlines()] == [f"127.0.0.1:{port}"]

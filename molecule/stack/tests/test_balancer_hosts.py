@@ -100,12 +100,13 @@ def test_lb_host(host):
         for sock in (
             "tcp://0.0.0.0:80",
             "tcp://0.0.0.0:443",
-            f"tcp://{internal}:8080",
+            "tcp://127.0.0.1:8080",  # stub_status, for the exporter only
             f"tcp://{internal}:9113",  # nginx, in front of the exporter
             "tcp://127.0.0.1:19113",  # the exporter itself, loopback only
         ):
             assert host.socket(sock).is_listening, sock
         assert not host.socket(f"tcp://{internal}:19113").is_listening
+        assert not host.socket(f"tcp://{internal}:8080").is_listening
         htpasswd = host.file("/etc/nginx/kv-exporter.htpasswd")
         assert (htpasswd.user, htpasswd.group, htpasswd.mode) == ("root", "www-data", 0o640)
         assert htpasswd.content_string.startswith("prometheus:$2b$")
@@ -114,7 +115,7 @@ def test_lb_host(host):
         assert (key.user, key.mode) == ("root", 0o600)
         test = host.run("nginx -t -q")
         assert test.rc == 0, test.stderr
-    status = host.run(f"curl -sf http://{internal}:8080/nginx_status")
+    status = host.run("curl -sf http://127.0.0.1:8080/nginx_status")
     assert status.rc == 0 and "Active connections" in status.stdout, status.stderr
     # the exporter's metrics through nginx: TLS verified with the project CA, the scrape login
     login = "prometheus:" + variables["vault_monitoring_scrape_password"]
