@@ -1,6 +1,8 @@
 """The harness's pure parts, offline: the unavailability window, the fault order, the latency,
 deadline and worker-timeout figures of the report."""
 
+from datetime import UTC, datetime
+
 import pytest
 
 from . import harness
@@ -281,6 +283,21 @@ def test_pg_state_from_psql():
     assert harness.pg_state(1, "", "psql: error: relation").startswith("unknown: exit 1")
     assert harness.pg_state(126, "", "OCI runtime exec failed").startswith("unknown: exit 126")
     assert harness.pg_state(0, "", "").startswith("unknown")
+
+
+def test_shutdown_after_reads_the_first_shutdown_request_since_the_cut():
+    log = "\n".join([
+        "2026-12-02 02:20:00.100 UTC [90] LOG:  received fast shutdown request",  # before the cut
+        "2026-12-02 02:21:05.000 UTC [97] LOG:  checkpoint starting: time",
+        "2026-12-02 02:21:14.250 UTC [97] LOG:  received fast shutdown request",
+        "2026-12-02 02:21:20.000 UTC [99] LOG:  received immediate shutdown request",
+    ])
+    cut = datetime(2026, 12, 2, 2, 21, 0, tzinfo=UTC).timestamp()
+    assert harness.shutdown_after(log, cut) == 14.25
+    immediate = "2026-12-02 02:21:29.320 UTC [97] LOG:  received immediate shutdown request"
+    assert harness.shutdown_after(immediate, cut) == 29.32
+    assert harness.shutdown_after("2026-12-02 02:21:14.250 UTC [97] LOG:  checkpoint", cut) is None
+    assert harness.shutdown_after("", cut) is None
 
 
 def test_rto_column_shows_the_median_and_every_kill():

@@ -25,7 +25,7 @@ from .config import (
     VAULT_PASSWORD,
     env_float,
 )
-from .failover import _end_backstop, _unpause_backstop, pg_state
+from .failover import _end_backstop, _unpause_backstop, pg_state, shutdown_after
 from .faults import SET_APPLY_DELAY, Fault, reset_apply_delay
 from .history import (
     median,
@@ -89,6 +89,7 @@ __all__ = [
     "rto_seconds",
     "run",
     "run_fault",
+    "shutdown_after",
     "split_brain_writes",
     "table",
     "timeline_of",

@@ -7,12 +7,14 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 import shlex
 import subprocess
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 from .config import READ_LEVELS, ROOT, env_float
 from .faults import PATRONI_UNIT, PG_COMM, Fault, _cut_network, _hold, _restore_network, _signal_pg
@@ -43,8 +45,15 @@ NEW_PRIMARY_TIMEOUT = 120.0
 # How long an old primary (or a killed host) may take to come back as a streaming standby.
 REJOIN_TIMEOUT = 240.0
 # `primary_network_cut`: a docker exec probe takes up to about a second on a loaded machine, so
-# the demotion is seen up to this long after it happened.
+# the demotion is seen up to this long after it happened. Used only when the server's own log
+# has no shutdown line to time it by.
 PROBE_SLACK = 1.0
+# The lab's PostgreSQL log (role postgres_replication: logging collector, log_line_prefix '%m ...').
+PG_LOG = "/var/log/postgresql/postgresql-15-main.log"
+# The postmaster's line when it begins to shut down: from then on it accepts no connection and
+# ends its sessions (fast or immediate mode), so no write is accepted any more.
+_SHUTDOWN_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) UTC \[\d+\] "
+                            r"LOG:  received (?:fast|immediate|smart) shutdown request")
 # w=one writes right after a frozen primary thaws, each to a key of its own.
 THAW_WRITES = 20
 
@@ -61,6 +70,19 @@ def pg_state(returncode: int, stdout: str, stderr: str) -> str:
     if returncode == 2:
         return "down"
     return f"unknown: exit {returncode} {(stdout + stderr).strip()[-200:]}"
+
+
+def shutdown_after(log_text: str, since: float) -> float | None:
+    """Seconds from ``since`` (epoch) to the first shutdown request the server logged at or
+    after it, or None. Containers share the controller's clock, so the two are comparable."""
+    for line in log_text.splitlines():
+        m = _SHUTDOWN_LINE.match(line)
+        if m:
+            at = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S.%f")
+            seconds = at.replace(tzinfo=UTC).timestamp() - since
+            if seconds >= 0:
+                return round(seconds, 2)
+    return None
 
 
 def _pg_state(host: str) -> str:
@@ -87,7 +109,7 @@ def _take_primary(lab: Lab, ctx: dict, how: Callable[[str], None]) -> str:
     if not victim:
         raise RuntimeError(f"no primary to take away: {c.get('problems')}")
     ctx.setdefault("kills", []).append({"victim": victim, "timeline": int(c["timeline"]),
-                                        "at": time.monotonic()})
+                                        "at": time.monotonic(), "at_epoch": time.time()})
     ctx["victims"] = sorted({*ctx.get("victims", []), victim})
     how(victim)
     return victim
@@ -330,8 +352,9 @@ def primary_host_frozen() -> Fault:
 def primary_network_cut() -> Fault:
     """The primary's host cut off the network (every packet it sends dropped): its PostgreSQL
     must stop accepting writes within Patroni's ttl (it cannot renew the leader key nor reach
-    the other members for the failsafe; seen locally through docker exec:
-    ``pg_is_in_recovery()``, or no PostgreSQL answering), and the others elect a leader.
+    the other members for the failsafe), and the others elect a leader. Seen locally through
+    docker exec: ``pg_is_in_recovery()``, or no PostgreSQL answering; timed by the server's own
+    log (its shutdown request), or by the probe, with its lag, when the log has no such line.
     Healed, it rejoins as a standby on its own."""
 
     def inject(lab: Lab, ctx: dict) -> None:
@@ -359,9 +382,13 @@ def primary_network_cut() -> Fault:
                 ctx["demoted_state"] = state
                 break
             time.sleep(0.3)
+        # the server's own time of it, free of the probe's lag
+        log = dexec(victim, "tail", "-n", "5000", PG_LOG, timeout=30, check=False)
+        ctx["shutdown_after"] = shutdown_after(log.stdout, ctx["kills"][0]["at_epoch"])
         _wait_new_primary(ctx["recorder"], ctx["kills"][0])
         return {"demoted_after": ctx.get("demoted_after"),
-                "demoted_state": ctx.get("demoted_state")}
+                "demoted_state": ctx.get("demoted_state"),
+                "shutdown_after": ctx.get("shutdown_after")}
 
     def heal(lab: Lab, ctx: dict) -> None:
         if ctx.get("isolated"):
@@ -370,8 +397,12 @@ def primary_network_cut() -> Fault:
 
     def check(lab: Lab, ctx: dict, history: list[dict]) -> list[str]:
         out = _rejoined_check(ctx)
-        after = ctx.get("demoted_after")
-        if after is None:
+        after, logged = ctx.get("demoted_after"), ctx.get("shutdown_after")
+        if logged is not None and (after is None or logged <= after):
+            if logged > ctx["ttl"]:
+                out.append(f"{ctx['isolated']}'s PostgreSQL logged its shutdown request {logged} s "
+                           f"after the cut, past Patroni's ttl ({ctx['ttl']} s)")
+        elif after is None:
             out.append(f"{ctx.get('isolated')} was never seen refusing writes in "
                        f"{ctx.get('ttl', 0) + 30} s after the cut: {ctx.get('probe_states')}")
         elif after > ctx["ttl"] + PROBE_SLACK:
