@@ -8,10 +8,12 @@ from pathlib import Path
 import pytest
 import yaml
 from jinja2.nativetypes import NativeEnvironment
+from kv_hosts import FilterModule
 
 ROOT = Path(__file__).resolve().parent.parent
 ROLES = ROOT / "roles"
 NATIVE = NativeEnvironment()
+NATIVE.filters.update(FilterModule().filters())  # the project's filters, as ansible.cfg loads them
 
 
 def _yaml(path: Path):

@@ -14,10 +14,12 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 
 
-def run_preflight(tmp_path, members, group="dcs", extra=()):
+def run_preflight(tmp_path, members, group="dcs", extra=(), without_address=()):
     hosts = {"localhost": {"internal_address": "10.0.0.31"}} if members else {}
     for i in range(2, members + 1):
         hosts[f"m{i}"] = {"internal_address": f"10.0.0.{30 + i}"}
+    for name in without_address:  # no internal_address, and the play gathers no facts
+        hosts[name] = {}
     inventory = {"all": {"hosts": {"localhost": {}}, "children": {group: {"hosts": hosts}}}}
     (tmp_path / "hosts.yml").write_text(yaml.safe_dump(inventory))
     playbook = shutil.which("ansible-playbook") or str(ROOT / ".venv" / "bin" / "ansible-playbook")
@@ -50,3 +52,12 @@ def test_the_group_comes_from_etcd_group(tmp_path):
     assert "group 'consensus' (etcd_group) has 2: localhost, m2" in run.stdout, run.stdout[-3000:]
     ok = run_preflight(tmp_path, 3, group="consensus", extra=["-e", "etcd_group=consensus"])
     assert ok.returncode == 0, ok.stdout[-3000:]
+
+
+def test_a_member_without_an_address_is_refused(tmp_path):
+    """Through the internal_address filters on real hostvars: the member without an address is
+    named, with what to set; the members that have one are not."""
+    run = run_preflight(tmp_path, 1, without_address=["m2", "m3"])
+    assert run.returncode != 0
+    assert "etcd members m2, m3 have no address: set internal_address" in run.stdout, (
+        run.stdout[-3000:])
