@@ -89,7 +89,7 @@ chaos: venv ## the fault suite against the lab, each fault held for a minute
 	KV_CHAOS_SECONDS=$${KV_CHAOS_SECONDS:-60} pytest -q -rs tests/stack -m chaos
 
 bench: venv ## wrk against the lab: balancer vs one instance vs a bare view (JSON + PNG)
-	$(PLAYBOOK) playbooks/benchmark.yml
+	$(PLAYBOOK) bench/benchmark.yml
 
 bench-app: ## the app alone on loopback vs a minimal Django project: req/s, p50/p99, CPU/request
 	scripts/host-deps.sh bench

@@ -7,7 +7,7 @@
 #            ceiling of a Django service on this machine
 #   min_put: the same project's PUT: the statements of one quorum write and nothing else (the
 #            most a quorum write can get on this design, for comparison)
-#   bare:    a bare view inside the app (KV_BENCH_BARE_VIEW=1: same lookup, the app's whole stack)
+#   bare:    a bare view inside the app (bench/kvbench: same lookup, the app's whole stack)
 #   GET r=one, GET r=quorum, PUT w=quorum, PUT w=one (and GET r=primary: the same lookup on the
 #   same node as the bare view, so the app's own overhead shows apart from the node choice)
 # Prints throughput, p50, p99 and CPU per request (utime+stime of the serving gunicorn's master
@@ -80,7 +80,7 @@ PYEOF
 )"
 export DJANGO_SECRET_KEY="$("$PY" -c 'import secrets; print(secrets.token_urlsafe(50))')"
 export DJANGO_ALLOWED_HOSTS="127.0.0.1,localhost"
-export KV_BENCH_BARE_VIEW=1 KV_PORT="$PORT" KV_BIND_ADDRESS=127.0.0.1
+export KV_PORT="$PORT" KV_BIND_ADDRESS=127.0.0.1
 export KV_WORKERS="${KV_BENCH_WORKERS:-2}" KV_THREADS="${KV_BENCH_THREADS:-4}"
 export KV_WORKER_CLASS="${KV_BENCH_WORKER_CLASS:-gthread}"
 MINIMAL_WORKERS="${KV_BENCH_MINIMAL_WORKERS:-4}"
@@ -100,7 +100,9 @@ with connections['default'].cursor() as c:
               \"kv_next_version(), false, now() FROM generate_series(1, $KEYS) i\")
 "
 
-.venv/bin/gunicorn -c gunicorn.conf.py kvsite.wsgi:application > "$WORK/gunicorn.log" 2>&1 &
+# The app with the bare view layered on (bench/kvbench), for this run only.
+DJANGO_SETTINGS_MODULE=kvbench.settings PYTHONPATH="$(cd ../bench && pwd)" \
+    .venv/bin/gunicorn -c gunicorn.conf.py kvsite.wsgi:application > "$WORK/gunicorn.log" 2>&1 &
 GUNICORN_PID=$!
 for _ in $(seq 1 100); do
     curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break

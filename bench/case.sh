@@ -1,5 +1,5 @@
 #!/bin/bash
-# One case of playbooks/benchmark.yml on the client host: wrk for WARMUP seconds (connections
+# One case of bench/benchmark.yml on the client host: wrk for WARMUP seconds (connections
 # opened, caches and database connections of every instance warm; figures kept apart as
 # BENCH_WARMUP_JSON, their errors still count), then the measured run (BENCH_JSON) and its
 # start and end time (BENCH_TIME).

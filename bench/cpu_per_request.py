@@ -1,9 +1,10 @@
 r"""Python CPU time per request, in-process, on an app host (no network, no wrk, no balancer).
 
 Runs the deployed release's code with the instance's environment (/etc/kv/env) through Django's
-test client against the live cluster: the bare view and GET at each read level, then the read
-functions alone, in alternating rounds (so that the machine's load hits all alike). Writes one
-key, ``cpu-probe``. Reports ``time.process_time`` per call: the work of this process only.
+test client against the live cluster: GET at each read level, then the read functions alone
+(``fetch_row`` on the primary is the bare view's lookup), in alternating rounds (so that the
+machine's load hits all alike). Writes one key, ``cpu-probe``. Reports ``time.process_time``
+per call: the work of this process only.
 
     TOKEN=$(make -s lab-token | sed -n 's/.*token: "\(kvlab-w-[^"]*\)".*/\1/p')
     docker exec -i -w /opt/kv/current/app kvlab-app1 /opt/kv/current/venv/bin/python - "$TOKEN" \
@@ -26,7 +27,7 @@ def main() -> int:
             m = re.match(r'^([A-Z_]+)="(.*)"$', line.rstrip("\n"))
             if m:
                 os.environ.setdefault(m[1], re.sub(r"\\(.)", r"\1", m[2]))
-    os.environ.update({"KV_BENCH_BARE_VIEW": "1", "KV_ACCESS_LOG": "false",
+    os.environ.update({"KV_ACCESS_LOG": "false",
                        "KV_LOG_LEVEL": "WARNING", "PROMETHEUS_MULTIPROC_DIR": "/tmp/kv-cpu-probe",
                        "DJANGO_SETTINGS_MODULE": "kvsite.settings"})
     os.makedirs("/tmp/kv-cpu-probe", exist_ok=True)
@@ -46,7 +47,7 @@ def main() -> int:
         print(f"PUT cpu-probe: {r.status_code} {r.content[:200]!r}", file=sys.stderr)
         return 1
     requests = {f"GET {name}": (lambda p=path: client.get(p)) for name, path in [
-        ("bare view", "/bench/bare/cpu-probe"), ("r=one", "/api/kv/cpu-probe?r=one"),
+        ("r=one", "/api/kv/cpu-probe?r=one"),
         ("r=primary", "/api/kv/cpu-probe?r=primary"), ("r=quorum", "/api/kv/cpu-probe?r=quorum")]}
     primary = CLUSTER.state().primary
     functions = {

@@ -1,4 +1,4 @@
-"""CPU time of the gunicorn processes on an app host, sampled for playbooks/benchmark.yml.
+"""CPU time of the gunicorn processes on an app host, sampled for bench/benchmark.yml.
 
     python3 cpu_sampler.py OUT INTERVAL SECONDS
 

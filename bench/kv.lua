@@ -1,4 +1,4 @@
--- wrk script for the KV benchmark (playbooks/benchmark.yml).
+-- wrk script for the KV benchmark (bench/benchmark.yml).
 --   wrk ... -s kv.lua URL -- <mode get|put> <path prefix> <query> <keys> <key prefix>
 -- GET reads keys <key prefix>0..<keys-1> (bench/populate.py creates them); PUT replaces them with
 -- a value unique to the run, the thread and the request. The bearer token comes from the

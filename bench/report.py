@@ -4,7 +4,7 @@ counts per case, CPU per request, ratios to the minimal Django project, to the a
 
     python bench/report.py RAW.json OUT.json OUT.png
 
-RAW.json (written by playbooks/benchmark.yml): {"meta": {..., "direct_host"}, "cases": [{"name",
+RAW.json (written by bench/benchmark.yml): {"meta": {..., "direct_host"}, "cases": [{"name",
 "target" (lb|direct), "view" (kv|bare|minimal), "op" (get|put), "level", "instances", "wrk":
 {BENCH_JSON}, "warmup": {BENCH_JSON of the unmeasured warm-up, first round only}, "round": N,
 "time": {"start", "end"} (unix time of the measured run)}, ...], "cpu_samples": {app host:

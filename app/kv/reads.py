@@ -41,8 +41,8 @@ BEHIND_TOKEN = "behind the session token"
 
 
 def fetch_row(alias: str, key: str):
-    """(value, version, deleted) of ``key`` on node ``alias``, or None. Also the bare benchmark
-    view's lookup (kv.views.bare_get), so that the ceiling costs what an API read costs."""
+    """(value, version, deleted) of ``key`` on node ``alias``, or None. Also the lookup of the
+    benchmark's bare view (bench/kvbench), so that the ceiling costs what an API read costs."""
     with connections[alias].cursor() as cur:
         cur.execute(READ_SQL, [key])
         row = cur.fetchone()

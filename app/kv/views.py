@@ -26,7 +26,7 @@ from .errors import method_not_allowed
 from .nodes import CLUSTER
 from .parsers import ValueTooLarge
 from .public import is_public
-from .reads import fetch_row, list_page, read
+from .reads import list_page, read
 from .schema import (
     CLUSTER_PARAMS,
     COMMON_ERRORS,
@@ -275,13 +275,3 @@ def readyz(request):
         return JsonResponse({"error": "not_ready", "detail": "; ".join(reasons), **body},
                             status=503)
     return JsonResponse(body)
-
-
-def bare_get(request, key):
-    """Benchmark baseline (routed only with KV_BENCH_BARE_VIEW=1): the same primary-key lookup
-    as every read of the API (kv.reads.fetch_row) on the primary, with no DRF, auth,
-    consistency logic, node selection or metrics of its own."""
-    row = fetch_row("default", key)
-    if row is None or row[2]:
-        return JsonResponse({"error": "not_found", "detail": "no such key"}, status=404)
-    return JsonResponse({"key": key, "value": row[0], "version": str(row[1])})

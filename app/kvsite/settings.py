@@ -126,7 +126,6 @@ KV = {
     "LIST_DEFAULT_LIMIT": env_int("KV_LIST_DEFAULT_LIMIT", 100, minimum=1),
     "LIST_MAX_LIMIT": env_int("KV_LIST_MAX_LIMIT", 1000, minimum=1),
     "INSTANCE": env_str("KV_INSTANCE") or default_instance(),
-    "BENCH_BARE_VIEW": parse_bool(env_str("KV_BENCH_BARE_VIEW", "false")),
     "ACCESS_LOG": parse_access_log(env_str("KV_ACCESS_LOG", "writes")),
     "ACCESS_LOG_SLOW": env_float("KV_ACCESS_LOG_SLOW", 0.5),
 }

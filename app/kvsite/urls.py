@@ -1,4 +1,3 @@
-from django.conf import settings
 from django.urls import path, register_converter
 from django_prometheus.exports import ExportToDjangoView
 from drf_spectacular.views import SpectacularAPIView
@@ -32,8 +31,6 @@ urlpatterns = [
     path("readyz", views.readyz),
     path("metrics", ExportToDjangoView),
 ]
-if settings.KV["BENCH_BARE_VIEW"]:
-    urlpatterns.append(path("bench/bare/<kvkey:key>", views.bare_get))
 
 handler400 = "kv.errors.bad_request"
 handler403 = "kv.errors.permission_denied"

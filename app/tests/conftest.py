@@ -33,7 +33,6 @@ TEST_ENV = {
     "KV_TOKEN_CACHE_TTL": "0.3",
     "KV_MAX_VALUE_BYTES": "65536",
     "KV_LOG_LEVEL": "WARNING",
-    "KV_BENCH_BARE_VIEW": "1",
     # test traffic stays on loopback, whatever proxy the environment names
     "NO_PROXY": "127.0.0.1,localhost",
     "no_proxy": "127.0.0.1,localhost",

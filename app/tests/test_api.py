@@ -213,12 +213,19 @@ def test_access_log_by_default_for_writes_and_failed_or_slow_reads(caplog):
         assert lines[0].ecs["kv.level"] == "primary" and "event.duration" in lines[0].ecs
 
 
-def test_bare_view(client):
+def test_bare_view_of_the_benchmark(client):
+    """bench/kvbench's bare view (the benchmark's baseline) on the app's stack; without its URL
+    configuration, which only a benchmark run installs, the path does not exist."""
+    from django.test import override_settings
+
     key = unique()
     v = put(client, key, {"b": 1}).json()["version"]
-    r = make_client(None).get(f"/bench/bare/{key}")
-    assert r.status_code == 200
-    assert r.json() == {"key": key, "value": {"b": 1}, "version": v}
+    assert make_client(None).get(f"/bench/bare/{key}").status_code == 404
+    with override_settings(ROOT_URLCONF="kvbench.urls"):
+        r = make_client(None).get(f"/bench/bare/{key}")
+        assert r.status_code == 200
+        assert r.json() == {"key": key, "value": {"b": 1}, "version": v}
+        assert make_client(None).get(f"/bench/bare/{unique()}").status_code == 404
 
 
 def test_metrics_count_outcomes(client):

@@ -5,7 +5,7 @@ primary; PUT makes the same statements as a quorum write of the API (``kv_write`
 transaction, then COMMIT and the session token's WAL position in one round trip: kv.writes), so
 that its ratio to the GET is what this design allows a quorum write at best. No middleware, no
 installed apps, no authentication, persistent connections (CONN_MAX_AGE=None). Served by the
-app's own gunicorn next to the app (app/bench.sh, playbooks/benchmark.yml):
+app's own gunicorn next to the app (app/bench.sh, bench/benchmark.yml):
 
     DJANGO_SETTINGS_MODULE=minimal_site gunicorn --chdir bench/minimal -k sync -w 4 \
         minimal_site:application

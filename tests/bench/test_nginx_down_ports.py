@@ -1,4 +1,4 @@
-"""nginx_upstream_down_ports (used by playbooks/benchmark.yml's phases): the role's upstream
+"""nginx_upstream_down_ports (used by bench/benchmark.yml's phases): the role's upstream
 template marks exactly the listed instances `down`, and its preflight refuses a value that names
 an unknown host, is not a list, or would leave no instance in the upstream."""
 
