@@ -8,6 +8,7 @@ service does on its own):
         --ansible-inventory=inventory/lab-ssh molecule/stack/tests/test_balancer_hosts.py
 """
 
+import hashlib
 import json
 
 import pytest
@@ -109,7 +110,10 @@ def test_lb_host(host):
         assert not host.socket(f"tcp://{internal}:8080").is_listening
         htpasswd = host.file("/etc/nginx/kv-exporter.htpasswd")
         assert (htpasswd.user, htpasswd.group, htpasswd.mode) == ("root", "www-data", 0o640)
-        assert htpasswd.content_string.startswith("prometheus:$2b$")
+        # role pki's entry point bcrypt, cost 5, salt sha256("<host>:<file>:<user>")[:21] + "."
+        seed = f"{host.backend.get_hostname()}:/etc/nginx/kv-exporter.htpasswd:prometheus"
+        salt = hashlib.sha256(seed.encode()).hexdigest()[:21] + "."
+        assert htpasswd.content_string.startswith(f"prometheus:$2b$05${salt}")
         assert variables["vault_monitoring_scrape_password"] not in htpasswd.content_string
         key = host.file("/etc/nginx/tls/kv.key")
         assert (key.user, key.mode) == ("root", 0o600)
