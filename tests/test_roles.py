@@ -57,3 +57,40 @@ def test_main_only_includes_phases(role):
         assert keys <= {"ansible.builtin.import_tasks", "ansible.builtin.include_tasks"}, (
             f"{role.name}: tasks/main.yml should only include phase files, found {sorted(keys)}"
         )
+
+
+def _entry_points_used() -> list[tuple[str, str, str]]:
+    """(file, role, entry point) of every include_role/import_role with tasks_from in the
+    playbooks that operators run (site.yml, playbooks/, bench/)."""
+    used = []
+    files = [ROOT / "site.yml", *sorted((ROOT / "playbooks").glob("*.yml")),
+             *sorted((ROOT / "bench").glob("*.yml"))]
+
+    def walk(node, path):
+        if isinstance(node, dict):
+            for key in ("ansible.builtin.include_role", "ansible.builtin.import_role"):
+                spec = node.get(key)
+                if isinstance(spec, dict) and "tasks_from" in spec:
+                    entry = str(spec["tasks_from"]).removesuffix(".yml").removesuffix(".yaml")
+                    used.append((path.name, spec["name"], entry))
+            for value in node.values():
+                walk(value, path)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value, path)
+
+    for path in files:
+        walk(_load(path), path)
+    return used
+
+
+def test_every_entry_point_the_playbooks_use_is_declared():
+    """A role's tasks_from entry point is part of its interface: meta/argument_specs.yml
+    declares it (and Ansible validates its inputs at the include)."""
+    used = _entry_points_used()
+    assert used, "no tasks_from found: the walk is broken"
+    missing = sorted({(role, entry, name) for name, role, entry in used
+                      if entry not in _load(ROOT / "roles" / role / "meta" / "argument_specs.yml")
+                      ["argument_specs"]})
+    assert missing == [], f"entry points without a spec (role, entry, playbook): {missing}"
+
