@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -95,3 +96,27 @@ def test_preflight_refuses_the_exporter_on_nginx_s_own_port(tmp_path):
     assert run.returncode != 0
     assert "nginx_exporter_local_port" in run.stdout
     assert servers == {}
+
+
+@pytest.mark.parametrize("tries", [0, 4, 10])
+def test_tries_that_outlast_a_whole_host_pass(tmp_path, tries):
+    run, servers = render(tmp_path, {}, nginx_proxy_next_upstream_tries=tries)
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert len(servers) == 5
+
+
+@pytest.mark.parametrize("tries", [1, 3])
+def test_tries_a_single_host_can_exhaust_are_refused(tmp_path, tries):
+    """app1 runs 3 instances: with 3 tries, a request can spend them all on app1 just after it
+    went down and get 504 though app2 answers."""
+    run, servers = render(tmp_path, {}, nginx_proxy_next_upstream_tries=tries)
+    assert run.returncode != 0
+    assert f"nginx_proxy_next_upstream_tries is {tries}, but an app host" in run.stdout
+    assert "runs 3 instances" in run.stdout
+    assert servers == {}
+
+
+def test_the_default_tries_outlast_a_whole_host():
+    defaults = yaml.safe_load((ROOT / "roles" / "nginx" / "defaults" / "main.yml").read_text())
+    tries = defaults["nginx_proxy_next_upstream_tries"]
+    assert tries == 0 or tries > len(defaults["nginx_upstream_default_ports"]), tries
