@@ -1,12 +1,17 @@
 """The topology (playbooks/vars/topology.yml: which group serves which port to which groups, the
 firewall's one source) agrees with what the roles listen on and who they let in: the roles'
 default ports, pg_hba's client groups, Prometheus' scrape targets, nginx's upstreams. A role that
-opens a new port or a new client without the topology fails here, not on a host."""
+opens a new port or a new client without the topology fails here, not on a host.
+
+Its map of the app instances (kv_topology_app_instances) is derived from the app role's variables
+of each host, and the playbooks pass it to nginx and Prometheus as their own inputs: neither role
+reads the app role's variables."""
 
 from pathlib import Path
 
 import pytest
 import yaml
+from ansible.plugins.filter.mathstuff import FilterModule as AnsibleMathFilters
 from jinja2.nativetypes import NativeEnvironment
 from kv_hosts import FilterModule
 
@@ -14,6 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ROLES = ROOT / "roles"
 NATIVE = NativeEnvironment()
 NATIVE.filters.update(FilterModule().filters())  # the project's filters, as ansible.cfg loads them
+NATIVE.filters["zip"] = AnsibleMathFilters().filters()["zip"]  # Ansible's, as the playbooks use it
 
 
 def _yaml(path: Path):
@@ -34,8 +40,11 @@ def _render(value, context: dict):
     return value
 
 
+TOPOLOGY = _yaml(ROOT / "playbooks" / "vars" / "topology.yml")
+
+
 def _services() -> list[dict]:
-    services = _yaml(ROOT / "playbooks" / "vars" / "topology.yml")["kv_topology_services"]
+    services = TOPOLOGY["kv_topology_services"]
     return [{**s, "ports": [int(p) for p in _render(s["ports"], {})],
              "from_groups": s.get("from_groups", [])} for s in services]
 
@@ -125,7 +134,8 @@ def test_nginx_upstreams_are_the_app_instances():
     kv = next(s for s in SERVICES if s["name"] == "kv_instances")
     assert kv["group"] == n["nginx_upstream_group"]
     assert kv["ports"] == n["nginx_upstream_default_ports"] == _defaults("django_kv")[
-        "django_kv_instances"]
+        "django_kv_instances"] == _defaults("prometheus_grafana")[
+        "prometheus_grafana_app_instances_default"]
     assert n["nginx_lb_group"] in kv["from_groups"]
     for port in (n["nginx_http_port"], n["nginx_https_port"]):
         assert any(s.get("public") for s in _served(n["nginx_lb_group"], port)), port
@@ -151,3 +161,102 @@ def test_etcd_and_logging():
 def test_pgbackrest_both_ways(port):
     assert _allows("postgres", port, "backup")
     assert _allows("backup", port, "postgres")
+
+
+def _app_instances(groups: dict, hostvars: dict) -> dict:
+    return NATIVE.from_string(TOPOLOGY["kv_topology_app_instances"]).render(
+        groups=groups, hostvars=hostvars)
+
+
+def test_app_instances_come_from_each_app_hosts_own_variables():
+    hostvars = {
+        "app1": {"internal_address": "10.0.0.21", "django_kv_instances": [9000, "9001"],
+                 "django_kv_bind_address": "10.1.0.21"},
+        "app2": {"internal_address": "10.0.0.22"},
+        "app3": {"ansible_facts": {"default_ipv4": {"address": "10.0.0.23"}},
+                 "django_kv_instances": [8000]},
+        "lb1": {"internal_address": "10.0.0.10", "django_kv_instances": [1]},
+    }
+    groups = {"app": ["app1", "app2", "app3"], "lb": ["lb1"]}
+    default_ports = _defaults("django_kv")["django_kv_instances"]
+    assert _app_instances(groups, hostvars) == {
+        "app1": {"address": "10.1.0.21", "ports": [9000, 9001]},  # the instances' bind address
+        "app2": {"address": "10.0.0.22", "ports": default_ports},  # the app role's defaults
+        "app3": {"address": "10.0.0.23", "ports": [8000]},  # the address from its facts
+    }
+    assert _app_instances({"lb": ["lb1"]}, hostvars) == {}  # no app group: no instances
+
+
+def _play(path: str, hosts: str) -> dict:
+    return next(p for p in _yaml(ROOT / path) if p.get("hosts") == hosts)
+
+
+def _role(play: dict, name: str) -> dict:
+    return next(r for r in play["roles"] if r["role"] == name)
+
+
+def _includes(node, role: str) -> list[dict]:
+    """Every include_role of `role` under `node`, with its vars."""
+    found = []
+    if isinstance(node, dict):
+        spec = node.get("ansible.builtin.include_role")
+        if isinstance(spec, dict) and spec.get("name") == role:
+            found.append(node)
+        for value in node.values():
+            found += _includes(value, role)
+    elif isinstance(node, list):
+        for value in node:
+            found += _includes(value, role)
+    return found
+
+
+APP_INSTANCES = "{{ kv_topology_app_instances }}"
+
+
+def test_the_balancer_gets_the_app_instances_as_its_own_input():
+    lb = _play("playbooks/lb.yml", "lb")
+    assert "vars/topology.yml" in lb["vars_files"]
+    nginx = _role(lb, "nginx")
+    assert nginx["nginx_upstream_servers"] == APP_INSTANCES
+    assert nginx["nginx_client_max_body_size"] == "{{ kv_topology_max_request_bytes }}"
+    # a drain renders the same upstream file as a converge, plus `down`
+    for path in ("playbooks/rolling_update.yml", "playbooks/rollback.yml"):
+        play = _play(path, "app")
+        assert "vars/topology.yml" in play["vars_files"], path
+        drains = _includes(play, "nginx")
+        assert len(drains) == 2, path
+        for task in drains:
+            assert task["vars"]["nginx_upstream_servers"] == APP_INSTANCES, path
+    bench = _play("bench/benchmark.yml", "lb[0]")
+    assert "../playbooks/vars/topology.yml" in bench["vars_files"]
+    assert bench["vars"]["nginx_upstream_servers"] == APP_INSTANCES
+    assert bench["vars"]["nginx_client_max_body_size"] == "{{ kv_topology_max_request_bytes }}"
+    assert _includes(bench, "nginx")
+
+
+def test_prometheus_gets_the_app_instances_as_its_own_input():
+    play = _play("playbooks/monitoring.yml", "monitoring")
+    assert "vars/topology.yml" in play["vars_files"]
+    job_ports = _role(play, "prometheus_grafana")["prometheus_grafana_job_ports"]
+    # tests/monitoring/render.yml renders the templates with the same value
+    rendered_with = _play("tests/monitoring/render.yml", "monitoring")["vars"]
+    assert rendered_with["prometheus_grafana_job_ports"] == job_ports
+    instances = {"app1": {"address": "10.0.0.21", "ports": [8000, 8005]},
+                 "app2": {"address": "10.0.0.22", "ports": [8000]}}
+    assert NATIVE.from_string(job_ports["kv"]).render(kv_topology_app_instances=instances) == {
+        "app1": [8000, 8005], "app2": [8000]}
+
+
+def test_max_request_bytes_is_the_apps_largest_value_plus_room():
+    expr = NATIVE.from_string(TOPOLOGY["kv_topology_max_request_bytes"])
+    value = _defaults("django_kv")["django_kv_max_value_bytes"]
+    assert expr.render() == value + 4096 == _defaults("nginx")["nginx_client_max_body_size"]
+    assert expr.render(django_kv_max_value_bytes="2048") == 2048 + 4096
+
+
+@pytest.mark.parametrize("role", ["nginx", "prometheus_grafana"])
+def test_the_roles_that_reach_the_app_read_none_of_its_variables(role):
+    used = [f"{p.relative_to(ROOT)}:{n}"
+            for p in sorted((ROLES / role).rglob("*")) if p.is_file() and p.suffix != ".md"
+            for n, line in enumerate(p.read_text().splitlines(), 1) if "django_kv" in line]
+    assert used == [], f"role {role} reads the app role's variables: {used}"

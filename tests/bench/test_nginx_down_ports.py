@@ -1,6 +1,11 @@
-"""nginx_upstream_down_ports (used by bench/benchmark.yml's phases): the role's upstream
-template marks exactly the listed instances `down`, and its preflight refuses a value that names
-an unknown host, is not a list, or would leave no instance in the upstream."""
+"""The nginx role's upstream files, rendered by Ansible with the role's preflight first.
+
+nginx_upstream_servers: the servers come from the role's own input, which playbooks/lb.yml fills
+from the topology (each app host's own ports and address); the role alone uses every host's
+internal address with nginx_upstream_default_ports; the preflight refuses a malformed value.
+nginx_upstream_down_ports (used by bench/benchmark.yml's phases): the template marks exactly the
+listed instances `down`, and the preflight refuses a value that names an unknown host, is not a
+list, or would leave no instance in the upstream."""
 
 import json
 import os
@@ -25,12 +30,12 @@ all:
 """
 
 
-def render(tmp_path, down_ports, **extra):
+def render(tmp_path, down_ports=None, **extra):
     (tmp_path / "hosts.yml").write_text(INVENTORY)
     out = tmp_path / "out"
     out.mkdir()
     playbook = shutil.which("ansible-playbook") or str(ROOT / ".venv" / "bin" / "ansible-playbook")
-    extra_vars = {"nginx_upstream_down_ports": down_ports, **extra}
+    extra_vars = {"nginx_upstream_down_ports": down_ports or {}, **extra}
     run = subprocess.run(
         [playbook, str(HERE / "render_upstream.yml"), "-i", str(tmp_path / "hosts.yml"),
          "-e", f"out_dir={out}", "-e", json.dumps(extra_vars)],
@@ -52,6 +57,56 @@ def test_no_ports_down_by_default(tmp_path):
         "10.0.0.21:8000": False, "10.0.0.21:8001": False, "10.0.0.21:8002": False,
         "10.0.0.22:9000": False, "10.0.0.22:9001": False,
     }  # fmt: skip
+
+
+def test_the_role_alone_uses_its_default_ports_and_internal_addresses(tmp_path):
+    """Without the topology the role reads no other role's variables: app2's own instance list
+    (an app role's variable in the inventory) does not reach the upstream."""
+    run, servers = render(tmp_path, render_topology=False)
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert servers == {
+        "10.0.0.21:8000": False, "10.0.0.21:8001": False, "10.0.0.21:8002": False,
+        "10.0.0.22:8000": False, "10.0.0.22:8001": False, "10.0.0.22:8002": False,
+    }  # fmt: skip
+
+
+def test_upstream_servers_are_the_roles_input(tmp_path):
+    given = {"app1": {"address": "10.9.0.1", "ports": [7000]},
+             "app2": {"address": "fd00::22", "ports": ["7001", 7002]}}
+    run, servers = render(tmp_path, {"app2": [7002]}, nginx_upstream_servers=given)
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert servers == {"10.9.0.1:7000": False, "[fd00::22]:7001": False, "[fd00::22]:7002": True}
+
+
+APP2 = {"address": "10.0.0.22", "ports": [8000]}  # a well-formed entry beside a malformed one
+
+
+@pytest.mark.parametrize(
+    "upstream_servers",
+    [
+        ["app1", "app2"],
+        {"app1": {"address": "10.0.0.21", "ports": [8000]}},
+        {"app1": {"address": "10.0.0.21", "ports": [8000]}, "app2": APP2,
+         "app3": {"address": "10.0.0.23", "ports": [8000]}},
+        {"app1": {"address": "", "ports": [8000]}, "app2": APP2},
+        {"app1": {"ports": [8000]}, "app2": APP2},
+        {"app1": {"address": "10.0.0.21", "ports": 8000}, "app2": APP2},
+        {"app1": {"address": "10.0.0.21", "ports": []}, "app2": APP2},
+        {"app1": {"address": "10.0.0.21", "ports": [8000, 70000]}, "app2": APP2},
+        {"app1": {"address": "10.0.0.21", "ports": [8000, "http"]}, "app2": APP2},
+        {"app1": {"address": "10.0.0.21", "ports": [8000, 8000]}, "app2": APP2},
+        {"app1": [8000], "app2": APP2},
+    ],
+    ids=["not-a-map", "host-missing", "unknown-host", "empty-address", "no-address",
+         "ports-not-a-list", "no-ports", "port-out-of-range", "port-not-a-number",
+         "duplicate-port", "entry-not-a-map"],
+)  # fmt: skip
+def test_preflight_refuses_malformed_upstream_servers(tmp_path, upstream_servers):
+    run, servers = render(tmp_path, nginx_upstream_servers=upstream_servers)
+    assert run.returncode != 0
+    assert "nginx_upstream_servers maps every host of the group \"app\"" in run.stdout
+    assert "playbooks/vars/topology.yml" in run.stdout  # where the project sets it
+    assert servers == {}
 
 
 def test_listed_instances_are_down_and_only_those(tmp_path):

@@ -16,21 +16,26 @@ ROOT = HERE.parents[1]
 ROLE = ROOT / "roles" / "prometheus_grafana"
 
 
-@pytest.fixture(scope="module")
-def rendered(tmp_path_factory):
-    out = tmp_path_factory.mktemp("render")
+def _run_render(out: Path, tags: str, extra_vars: dict | None = None):
     playbook = shutil.which("ansible-playbook") or str(ROOT / ".venv" / "bin" / "ansible-playbook")
-    run = subprocess.run(
+    return subprocess.run(
         [
             playbook, str(HERE / "render.yml"), "-i", str(HERE / "inventory"),
-            "--tags", "prometheus_grafana_render",
+            "--tags", tags,
             "-e", f"prometheus_grafana_render_out={out / 'rendered.json'}",
             "-e", f"prometheus_grafana_rules_dir={out / 'rules'}",
             "-e", f"prometheus_grafana_file_sd_dir={out / 'file_sd'}",
+            "-e", json.dumps(extra_vars or {}),
         ],
         capture_output=True, text=True, timeout=120, cwd=ROOT,
         env={**os.environ, "ANSIBLE_FORCE_COLOR": "0"},
     )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory):
+    out = tmp_path_factory.mktemp("render")
+    run = _run_render(out, "prometheus_grafana_render")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     files = json.loads((out / "rendered.json").read_text())
     (out / "file_sd").mkdir()
@@ -78,6 +83,53 @@ def test_app_targets_follow_each_hosts_instances(rendered):
         ("app2", "app2:8001", "10.0.0.22:8001"),
         ("app2", "app2:8002", "10.0.0.22:8002"),
     }
+
+
+def test_the_role_alone_scrapes_the_jobs_own_ports(tmp_path):
+    """Without per-host ports (the role alone) every app host gets the kv job's default ports:
+    the role reads no other role's variables (app1's own instance list in the inventory)."""
+    run = _run_render(tmp_path, "prometheus_grafana_render", {"prometheus_grafana_job_ports": {}})
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    files = json.loads((tmp_path / "rendered.json").read_text())
+    assert targets(files, "kv") == {
+        (h, f"{h}:{p}", f"10.0.0.{n}:{p}") for h, n in (("app1", 21), ("app2", 22))
+        for p in (8000, 8001, 8002)
+    }
+
+
+def test_preflight_passes_the_topologys_job_ports(tmp_path):
+    run = _run_render(tmp_path, "prometheus_grafana_preflight")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "Check the per-host ports of the jobs" in run.stdout
+
+
+@pytest.mark.parametrize(
+    "job_ports",
+    [
+        ["kv"],
+        {"web": {"app1": [8000]}},
+        {"kv": [8000]},
+        {"kv": {"app3": [8000]}},
+        {"kv": {"mon1": [8000]}},
+        {"kv": {"app1": []}},
+        {"kv": {"app1": 8000}},
+        {"kv": {"app1": [8000, 8000]}},
+        {"kv": {"app1": [0]}},
+        {"kv": {"app1": ["metrics"]}},
+    ],
+    ids=["not-a-map", "unknown-job", "hosts-not-a-map", "unknown-host", "host-outside-group",
+         "no-ports", "ports-not-a-list", "duplicate-port", "port-out-of-range",
+         "port-not-a-number"],
+)  # fmt: skip
+def test_preflight_refuses_malformed_job_ports(tmp_path, job_ports):
+    run = _run_render(tmp_path, "prometheus_grafana_preflight",
+                      {"prometheus_grafana_job_ports": job_ports})
+    assert run.returncode != 0
+    if isinstance(job_ports, dict):
+        assert "prometheus_grafana_job_ports maps a job's name" in run.stdout
+        assert "playbooks/vars/topology.yml" in run.stdout  # where the project sets it
+    else:  # the role's argument spec refuses it first
+        assert "argument 'prometheus_grafana_job_ports' is of type list" in run.stdout
 
 
 def test_exporter_targets_by_group(rendered):
