@@ -1,5 +1,6 @@
-"""The operator's playbooks around Patroni, on the lab: maintenance mode (pause, resume), the
-manual failover of a paused cluster whose leader is gone, and their refusals.
+"""The operator's playbooks around Patroni, on the lab: a setting that needs a restart changed by
+the role (every member restarted, the leader last, the leader kept), maintenance mode (pause,
+resume), the manual failover of a paused cluster whose leader is gone, and their refusals.
 
 While paused, Patroni neither restarts a crashed PostgreSQL nor fails over: the test kills the
 leader's PostgreSQL, checks that nothing happens by itself for several of Patroni's loops, promotes
@@ -10,6 +11,7 @@ new one. Every step is bounded; the cluster is resumed and healthy again in a ``
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import pytest
@@ -63,6 +65,53 @@ def refused(name: str, *extra: str) -> str:
 def changed(p) -> int:
     return sum(int(part.split("=")[1]) for line in p.stdout.splitlines() if "changed=" in line
                for part in line.split() if part.startswith("changed="))
+
+
+def settings(host: str) -> dict:
+    """max_connections, how many settings wait for a restart, and when the postmaster started."""
+    p = harness.dexec(host, "runuser", "-u", "postgres", "--", "psql", "-XAtq", "-F", "|", "-c",
+                      "SELECT current_setting('max_connections'), (SELECT count(*) FROM pg_settings"
+                      " WHERE pending_restart), extract(epoch FROM pg_postmaster_start_time())",
+                      timeout=30)
+    value, pending, started = p.stdout.strip().split("|")
+    return {"max_connections": int(value), "pending": int(pending), "started": float(started)}
+
+
+SETTINGS = ["--tags", "postgres_replication_preflight,postgres_replication_settings"]
+
+
+def test_a_setting_that_needs_a_restart_reaches_every_member_leader_last(lab):
+    """max_connections lowered, then raised back, through playbooks/postgres.yml with the role's
+    settings tag (its preflight, the dynamic configuration, the restarts: the tasks a whole
+    converge runs for a changed setting): the role edits the dynamic configuration and restarts
+    the members one at a time, the leader last (again if Patroni marks the standbys once the
+    leader runs with the new value). Every member ends with the value and nothing pending, and the
+    leader stays the leader."""
+    default = 200  # roles/postgres_replication/defaults/main.yml
+    lowered = default - 50
+    lab.wait_healthy(why="before the restart test")
+    old = lab.primary()
+    before = {h: settings(h) for h in [old, *lab.standbys()]}
+    assert {s["max_connections"] for s in before.values()} == {default}, before
+    try:
+        lower = ["-e", f"postgres_replication_max_connections={lowered}"]
+        p = harness.playbook("postgres.yml", timeout=600, extra=[*SETTINGS, *lower])
+        after = {h: settings(h) for h in before}
+        assert {h: (s["max_connections"], s["pending"]) for h, s in after.items()} == \
+            {h: (lowered, 0) for h in before}, after
+        assert all(after[h]["started"] > before[h]["started"] for h in before), after
+        # the role's restarts, in order (loop items labelled "member (role)"): the first pass
+        # restarts every standby before the leader
+        order = re.findall(r"^changed: \[\S+\] => \(item=(\S+) \(", p.stdout, re.M)
+        assert old in order, p.stdout[-3000:]
+        assert set(order[:order.index(old)]) == set(before) - {old}, order
+        assert lab.wait_healthy(why="after the lowered setting")["primary"] == old
+    finally:
+        harness.playbook("postgres.yml", timeout=600, extra=SETTINGS)
+    restored = {h: settings(h) for h in before}
+    assert {h: (s["max_connections"], s["pending"]) for h, s in restored.items()} == \
+        {h: (default, 0) for h in before}, restored
+    assert lab.wait_healthy(why="after the restored setting")["primary"] == old
 
 
 def test_maintenance_refuses_an_unknown_action(lab):
