@@ -16,7 +16,7 @@ PLAYBOOK    := ansible-playbook -i $(LAB_INV) $(LAB_VAULT)
 # Molecule scenarios run by `make test`, in order (each: create, converge, idempotence, verify,
 # destroy). The vendor-only scenarios (grafana, elk) are run by a pytest gate that probes the
 # vendor's repository first and reports SKIPPED with the reason when it is unreachable.
-MOLECULE_SCENARIOS ?= common postgres_replication
+MOLECULE_SCENARIOS ?= common
 MOLECULE_VENDOR_GATES := tests/monitoring/test_molecule_grafana.py tests/elk/test_molecule_elk.py
 LAB_PROMETHEUS := https://172.30.99.41:9090
 
@@ -80,7 +80,7 @@ test-stack: venv engine ## the whole stack on the lab over SSH: converge, idempo
 	scripts/stack-converge.sh
 	scripts/stack-check-mode.sh
 	molecule verify -s stack
-	pytest -q -rs tests/stack -m lab
+	pytest -q -rs --durations=12 tests/stack -m lab
 	KV_PROMETHEUS_URL=$(LAB_PROMETHEUS) pytest -q -rs tests/monitoring/test_dashboards.py
 
 test: lint test-app test-repo test-molecule test-stack ## everything, in that order

@@ -54,6 +54,41 @@ def test_every_tcp_line_is_scram(patroni):
     # the app hosts reach the app database, the members replicate: from the inventory
     assert "hostssl kv kv 10.0.0.21/32 scram-sha-256" in tcp
     assert "hostssl replication replicator 10.0.0.33/32 scram-sha-256" in tcp
+    # a member that is also an app host (pg3) lets the app in; one that is not (pg2) does not
+    kv_clients = sorted(line.split()[3] for line in tcp if line.split()[1:3] == ["kv", "kv"])
+    assert kv_clients == ["10.0.0.21/32", "10.0.0.22/32", "10.0.0.33/32"], tcp
+
+
+# tests/postgres/inventory's passwords, as Python reads them
+PASSWORDS = {
+    "replication": "re'pl \"$HOME `id` :\\ 2",
+    "rewind": "re'w \"$x `z`: 4",
+    "exporter": "ex'p \"$x `y`:\\ 3",
+    "rest": "pa't \"$r `o`:\\ 5",
+}
+
+
+def test_passwords_reach_patroni_intact(patroni):
+    auth = patroni["postgresql"]["authentication"]
+    assert auth["replication"]["password"] == PASSWORDS["replication"]
+    assert auth["rewind"]["password"] == PASSWORDS["rewind"]
+    assert patroni["restapi"]["authentication"]["password"] == PASSWORDS["rest"]
+
+
+def test_exporter_password_file_escapes_colon_and_backslash(rendered):
+    (line,) = [x for x in rendered["exporter-pgpass"].splitlines() if x and not x.startswith("#")]
+    # libpq's password file: fields split at an unescaped colon, backslash escapes the next char
+    fields, field, chars = [], "", iter(line)
+    for c in chars:
+        if c == "\\":
+            field += next(chars)
+        elif c == ":":
+            fields.append(field)
+            field = ""
+        else:
+            field += c
+    fields.append(field)
+    assert fields == ["127.0.0.1", "5432", "postgres", "postgres_exporter", PASSWORDS["exporter"]]
 
 
 def test_server_speaks_tls13_only(patroni):
