@@ -70,7 +70,7 @@ test-app: test-deps ## the app's tests against a real primary and two real stand
 	app/run-tests.sh
 
 test-repo: venv test-deps ## repository-level tests (role specs, templates, rules, dashboards, checker)
-	KV_ELK_MOLECULE=0 KV_GRAFANA_MOLECULE=0 pytest -q -rs tests -m "not lab"
+	pytest -q -rs tests -m "not lab" $(addprefix --ignore=,$(MOLECULE_VENDOR_GATES))
 
 test-molecule: venv engine ## every Molecule scenario (vendor-only ones behind their gates)
 	for s in $(MOLECULE_SCENARIOS); do molecule test -s $$s; done

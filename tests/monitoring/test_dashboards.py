@@ -173,6 +173,7 @@ def has_data(data):
     return bool(result)
 
 
+@pytest.mark.lab  # the lab's Prometheus: `make test-stack` runs these after the stack tests
 @pytest.mark.parametrize(("ident", "expr"), ALL_EXPRESSIONS, ids=[i for i, _ in ALL_EXPRESSIONS])
 def test_expression_returns_data_from_live_prometheus(ident, expr):
     if not PROMETHEUS_URL:

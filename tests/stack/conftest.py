@@ -13,11 +13,6 @@ import pytest
 from . import harness
 
 
-def pytest_configure(config):
-    config.addinivalue_line("markers", "lab: needs the deployed lab (make lab)")
-    config.addinivalue_line("markers", "chaos: injects faults into the lab")
-
-
 def pytest_collection_modifyitems(config, items):
     if os.environ.get("KV_STACK_OFFLINE", "") not in ("1", "true", "yes"):
         return

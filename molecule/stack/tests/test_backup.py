@@ -36,11 +36,6 @@ def _address(host, name=None):
     return host.backend.ansible_runner.get_variables(name)["internal_address"]
 
 
-def _repo(host):
-    if "backup" not in _groups(host):
-        pytest.skip("runs on the repository host")
-
-
 def _as_repo_user(host, command):
     return host.run(f"runuser -u pgbackrest -- {command}")
 
@@ -98,14 +93,13 @@ def _client_options(host, side, cert, key):
 
 
 @pytest.mark.parametrize("side", ["postgres", "backup"])
+@pytest.mark.only_where(lambda host, params: params["side"] in _groups(host))
 def test_tls_servers_answer_only_a_client_certificate_they_accept(host, side):
     """A PostgreSQL host reaches the repository host's server (pgbackrest info) and the repository
     host reaches every PostgreSQL host's server (pgbackrest check) with its client certificate;
     with a certificate of the CA whose common name tls-server-auth does not list (the host's
     server certificate) the server denies access; with a self-signed one of an accepted name
     the handshake fails."""
-    if side not in _groups(host):
-        pytest.skip(f"runs on the {side} hosts")
     user = "postgres" if side == "postgres" else "pgbackrest"
     command = f"pgbackrest --stanza={STANZA} --log-level-console=error " + (
         "--output=json info" if side == "postgres" else "check"
@@ -129,9 +123,8 @@ def test_tls_servers_answer_only_a_client_certificate_they_accept(host, side):
         host.run(f"rm -f {ROGUE}.key {ROGUE}.crt")
 
 
+@pytest.mark.only_groups("postgres")
 def test_archiving_is_on_through_patroni(host):
-    if "postgres" not in _groups(host):
-        pytest.skip("runs on the PostgreSQL hosts")
     for setting, wanted in (
         ("archive_mode", "on"),
         ("archive_command", f"pgbackrest --stanza={STANZA} archive-push %p"),
@@ -141,14 +134,14 @@ def test_archiving_is_on_through_patroni(host):
         assert out == wanted, setting
 
 
+@pytest.mark.only_groups("backup")
 def test_stanza_check_is_green_from_the_repository_host(host):
-    _repo(host)
     out = _as_repo_user(host, f"pgbackrest --stanza={STANZA} --log-level-console=warn check")
     assert out.rc == 0, out.stdout + out.stderr
 
 
+@pytest.mark.only_groups("backup")
 def test_repository_is_encrypted_and_holds_a_full_backup(host):
-    _repo(host)
     info = _info(host)
     assert info["status"]["code"] == 0, info["status"]
     assert info["cipher"] == "aes-256-cbc"
@@ -159,8 +152,8 @@ def test_repository_is_encrypted_and_holds_a_full_backup(host):
     assert head == "Salted__", head
 
 
+@pytest.mark.only_groups("backup")
 def test_backup_and_metrics_timers_are_scheduled(host):
-    _repo(host)
     for timer in (
         "pgbackrest-backup-full.timer",
         "pgbackrest-backup-diff.timer",
@@ -174,8 +167,8 @@ def test_backup_and_metrics_timers_are_scheduled(host):
     assert unit == "pgbackrest-backup@full.service"
 
 
+@pytest.mark.only_groups("backup")
 def test_metrics_file_is_present_and_up(host):
-    _repo(host)
     prom = host.file(TEXTFILE)
     assert prom.exists and prom.mode == 0o644
     text = prom.content_string

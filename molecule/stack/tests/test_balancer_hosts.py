@@ -24,9 +24,8 @@ def instances_of(host):
     return host.ansible.get_variables().get("django_kv_instances", [8000, 8001, 8002])
 
 
+@pytest.mark.only_groups("app")
 def test_app_hosts(host):
-    if "app" not in groups_of(host):
-        pytest.skip("not an app host")
     internal = host.ansible.get_variables()["internal_address"]
     ports = instances_of(host)
     with host.sudo():
@@ -62,11 +61,10 @@ def test_app_hosts(host):
         assert host.run("runuser -u kv -- test -w /opt/kv/current/app").rc != 0
 
 
+@pytest.mark.only_groups("app")
 def test_purge_timer(host):
     """The tombstone purge: timer enabled and waiting, units valid, one run succeeds and says
     what it did (test_hardening.py checks the same run's sandbox)."""
-    if "app" not in groups_of(host):
-        pytest.skip("not an app host")
     with host.sudo():
         timer = host.service("kv-purge-tombstones.timer")
         assert timer.is_enabled and timer.is_running
@@ -90,9 +88,8 @@ def test_purge_timer(host):
     assert any(line == "unchanged" or line.startswith("changed ") for line in journal), journal
 
 
+@pytest.mark.only_groups("lb")
 def test_lb_host(host):
-    if "lb" not in groups_of(host):
-        pytest.skip("not a balancer")
     variables = host.ansible.get_variables()
     internal = variables["internal_address"]
     with host.sudo():
@@ -137,8 +134,7 @@ def test_lb_host(host):
     assert old_tls.rc != 0
 
 
+@pytest.mark.only_groups("postgres")
 def test_postgres_hosts(host):
-    if "postgres" not in groups_of(host):
-        pytest.skip("not a PostgreSQL host")
     listening = host.run("ss -Hltn 'sport = :5432'").stdout
     assert listening.strip(), "nothing listens on 5432"

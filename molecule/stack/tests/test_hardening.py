@@ -109,20 +109,23 @@ def test_lab_units_are_running(host):
     assert down == []
 
 
+def _pgbackrest_units(host):
+    return [u for u, _ in units_of(host, "lab") if u.startswith("pgbackrest-")]
+
+
+@pytest.mark.only_where(lambda host, _: bool(_pgbackrest_units(host)))
 def test_sandboxed_oneshots_last_run_succeeded(host):
     """The timers' oneshots (pgBackRest's backups and metrics) ran in their sandbox and succeeded
     (the first full backup goes through pgbackrest-backup@full.service)."""
-    units = [
-        u for u, _ in units_of(host, "lab") if u.startswith("pgbackrest-") and _oneshot(host, u)
-    ]
-    if not units:
-        pytest.skip("no scheduled pgBackRest unit on this host")
+    units = [u for u in _pgbackrest_units(host) if _oneshot(host, u)]
+    assert units, "no scheduled pgBackRest unit where docs/security.md lists pgBackRest's units"
     for unit in units:
         result = host.check_output(f"systemctl show -p Result --value {unit}")
         ran = host.check_output(f"systemctl show -p ExecMainStartTimestampMonotonic --value {unit}")
         assert result == "success" and int(ran or 0) > 0, (unit, result, ran)
 
 
+@pytest.mark.only_where(lambda host, _: bool(units_of(host, "offline only")))
 def test_units_scored_offline_only_within_the_target_where_deployed(host):
     """Units no lab run has scored yet: the vendors' (their repositories unreachable so far) and
     any whose drop-in has not been deployed here. Where they run with the drop-in, they are held
@@ -130,7 +133,7 @@ def test_units_scored_offline_only_within_the_target_where_deployed(host):
     units = [u for u, _ in units_of(host, "offline only")]
     deployed = [u for u in units if host.run(f"systemctl cat {u}").rc == 0 and has_dropin(host, u)]
     if not deployed:
-        pytest.skip(f"not deployed with its drop-in on this host: {units or 'none documented'}")
+        pytest.skip(f"not deployed with its drop-in on this host: {units}")
     over = {u: e for u in deployed if (e := exposure_of(host, u)) > TARGET}
     assert over == {}, over
     assert [u for u in deployed if not host.service(u).is_running] == []
@@ -171,9 +174,8 @@ def _wait(predicate, tries=20, delay=0.25):
     return predicate()
 
 
+@pytest.mark.only_groups("lb")
 def test_sandboxed_nginx_reloads(host):
-    if "lb" not in host.ansible.get_variables()["group_names"]:
-        pytest.skip("nginx runs on the lb hosts")
     master, workers, size = _nginx(host)
     assert workers
     assert host.run("systemctl reload nginx").rc == 0
@@ -183,9 +185,8 @@ def test_sandboxed_nginx_reloads(host):
     assert _new_errors(host, size) == []
 
 
+@pytest.mark.only_groups("lb")
 def test_sandboxed_nginx_reopens_its_logs(host):
-    if "lb" not in host.ansible.get_variables()["group_names"]:
-        pytest.skip("nginx runs on the lb hosts")
     address = host.ansible.get_variables()["internal_address"]
     access = "/var/log/nginx/kv_access.json"
     _, _, size = _nginx(host)
@@ -200,9 +201,8 @@ def test_sandboxed_nginx_reopens_its_logs(host):
     assert _wait(lambda: int(host.check_output(f"stat -c %s {access}")) > before)
 
 
+@pytest.mark.only_groups("app")
 def test_sandboxed_tombstone_purge_runs(host):
-    if "app" not in host.ansible.get_variables()["group_names"]:
-        pytest.skip("the purge runs on the app hosts")
     run = host.run("systemctl start kv-purge-tombstones.service")
     result = host.check_output("systemctl show -p Result --value kv-purge-tombstones.service")
     assert run.rc == 0 and result == "success", run.stderr

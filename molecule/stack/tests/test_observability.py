@@ -85,9 +85,6 @@ def test_the_textfile_is_not_world_writable(host):
 @pytest.fixture(scope="module")
 def prometheus(host):
     variables = _vars(host)
-    mon = variables["groups"]["monitoring"][0]
-    if host.backend.get_hostname() != mon:
-        pytest.skip(f"Prometheus is queried from {mon} only")
     base = f"https://{variables['internal_address']}:{PROMETHEUS_PORT}"
 
     def query(expr):
@@ -100,6 +97,7 @@ def prometheus(host):
     return query
 
 
+@pytest.mark.only_first_of("monitoring")  # Prometheus is queried from there
 def test_prometheus_has_certificate_expiry_of_every_host(host, prometheus):
     hosts = set(_vars(host)["groups"]["all"])
     deadline = time.monotonic() + 60  # one scrape interval, with margin
@@ -120,10 +118,10 @@ def test_prometheus_has_certificate_expiry_of_every_host(host, prometheus):
     assert expected <= holders
 
 
+@pytest.mark.only_first_of("monitoring")
+@pytest.mark.only_where(lambda host, _: bool(_vars(host)["groups"].get("backup")))
 def test_prometheus_has_the_backup_series(host, prometheus):
-    backup_hosts = set(_vars(host)["groups"].get("backup", []))
-    if not backup_hosts:
-        pytest.skip("the inventory has no backup host (group backup)")
+    backup_hosts = set(_vars(host)["groups"]["backup"])
     for metric in (
         "pgbackrest_backup_last_completion_timestamp_seconds",
         "pgbackrest_stanza_status",
@@ -138,6 +136,7 @@ def test_prometheus_has_the_backup_series(host, prometheus):
     assert prometheus("pgrepl_archiver_archived_count"), "no pg_stat_archiver series"
 
 
+@pytest.mark.only_first_of("monitoring")  # Prometheus is queried from there
 def test_prometheus_loaded_the_backup_and_certificate_alerts(host, prometheus):
     names = {r["name"] for g in prometheus.rules() for r in g["rules"]}
     assert {

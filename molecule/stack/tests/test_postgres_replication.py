@@ -5,8 +5,9 @@ exporter. The lab's database passwords carry quotes, a dollar, spaces, backticks
 backslash (inventory/lab/group_vars/all/vault.yml): every client below logs in with them.
 
 The leader is whichever member Patroni reports: the stack tests move it, and these checks hold
-for any member in either role. Outside Molecule, against the lab (read-only but for one row in a
-table of its own):
+for any member in either role. The checks of the cluster as a whole run once, from the first
+member, on the leader or the standbys they name. Outside Molecule, against the lab (read-only
+but for one row in a table of its own):
     .venv/bin/pytest --hosts='ansible://postgres' --ansible-inventory=inventory/lab/hosts.yml \
         molecule/stack/tests/test_postgres_replication.py
 """
@@ -80,6 +81,13 @@ def me(host):
     return host.backend.get_hostname()
 
 
+@pytest.fixture(scope="module")
+def on_leader(host, leader):
+    """The leader, for the checks of the cluster as a whole (run once, from the first member)."""
+    return peer(host, leader)
+
+
+@pytest.mark.only_first_of("postgres")
 def test_the_lab_passwords_carry_every_special_character(secrets):
     for name in ("vault_kv_db_password", "vault_replication_password", "vault_rewind_password",
                  "vault_exporter_db_password", "vault_patroni_rest_password",
@@ -173,25 +181,23 @@ def test_settings(host, leader, members):
     assert psql(host, "SELECT count(*) FROM pg_settings WHERE pending_restart") == [["0"]]
 
 
-def test_standbys_stream_with_quorum(host, leader, members):
-    if me(host) != leader:
-        pytest.skip(f"checked on the leader, {leader}")
+@pytest.mark.only_first_of("postgres")
+def test_standbys_stream_with_quorum(on_leader, leader, members):
     standbys = sorted(set(members) - {leader})
     rows = psql(
-        host, "SELECT application_name, state, sync_state FROM pg_stat_replication ORDER BY 1"
+        on_leader, "SELECT application_name, state, sync_state FROM pg_stat_replication ORDER BY 1"
     )
     assert rows == [[name, "streaming", "quorum"] for name in standbys]
-    slots = psql(host, "SELECT slot_name, slot_type, active FROM pg_replication_slots"
+    slots = psql(on_leader, "SELECT slot_name, slot_type, active FROM pg_replication_slots"
                        " WHERE slot_type = 'physical' ORDER BY 1")
     assert slots == [[name.replace("-", "_"), "physical", "t"] for name in standbys]
 
 
-def test_remote_apply_write_is_on_the_standbys(host, leader, members):
-    if me(host) != leader:
-        pytest.skip(f"written on the leader, {leader}")
+@pytest.mark.only_first_of("postgres")
+def test_remote_apply_write_is_on_the_standbys(host, on_leader, leader, members):
     token = f"row-{time.time_ns()}"
     psql(
-        host,
+        on_leader,
         "SET ROLE kv; CREATE TABLE IF NOT EXISTS pgr_check (v text);"
         "BEGIN; SET LOCAL synchronous_commit = remote_apply; "
         f"INSERT INTO pgr_check VALUES ('{token}'); COMMIT;",
@@ -209,23 +215,22 @@ def test_remote_apply_write_is_on_the_standbys(host, leader, members):
             time.sleep(0.5)
         else:
             pytest.fail(f"{me(standby)} never replayed the row")
-    psql(host, f"SET ROLE kv; DELETE FROM pgr_check WHERE v = '{token}'", db="kv")
+    psql(on_leader, f"SET ROLE kv; DELETE FROM pgr_check WHERE v = '{token}'", db="kv")
 
 
-def test_passwords_are_scram(host, leader):
-    if me(host) != leader:
-        pytest.skip(f"checked on the leader, {leader}")
+@pytest.mark.only_first_of("postgres")
+def test_passwords_are_scram(on_leader):
     rows = psql(
-        host,
+        on_leader,
         "SELECT rolname, rolpassword LIKE 'SCRAM-SHA-256$%' FROM pg_authid "
         "WHERE rolname IN ('kv', 'replicator', 'rewind', 'postgres_exporter') ORDER BY 1",
     )
     assert rows == [["kv", "t"], ["postgres_exporter", "t"], ["replicator", "t"], ["rewind", "t"]]
 
 
-def test_kv_role_owns_its_database_and_nothing_more(host, leader):
-    if me(host) != leader:
-        pytest.skip(f"checked on the leader, {leader}")
+@pytest.mark.only_first_of("postgres")
+def test_kv_role_owns_its_database_and_nothing_more(on_leader):
+    host = on_leader
     assert psql(host, "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'kv'") == [
         ["kv"]
     ]
@@ -275,38 +280,39 @@ def test_pg_hba_rejects_a_host_outside_the_inventory(host, members):
         assert "no pg_hba.conf entry" in text, text
 
 
+@pytest.mark.only_first_of("postgres")
 def test_pg_hba_and_passwords_from_the_inventory(host, leader, members, secrets):
-    """From a standby: replication with the inventory's password works, a wrong one does not;
-    the app's role is refused from a host outside group app (its password is tested from the
-    app hosts by test_pg_tls_app.py)."""
-    if me(host) == leader:
-        pytest.skip(f"checked from the standbys of {leader}")
+    """From every standby: replication with the inventory's password works, a wrong one does not;
+    the rewind role logs in; the app's role is refused from a host outside group app (its password
+    is tested from the app hosts by test_pg_tls_app.py)."""
     primary = members[leader]
-    ok = host.run(
-        "PGPASSWORD=%s runuser -u postgres -- psql -X -At %s -c IDENTIFY_SYSTEM",
-        secrets["vault_replication_password"],
-        f"host={primary} user=replicator dbname=replication replication=true passfile=/dev/null"
-        f" {VERIFIED}",
-    )
-    assert ok.rc == 0, ok.stderr
-    bad = host.run(
-        "PGPASSWORD=wrong runuser -u postgres -- psql -X -At %s -c IDENTIFY_SYSTEM",
-        f"host={primary} user=replicator dbname=replication replication=true passfile=/dev/null"
-        f" {VERIFIED}",
-    )
-    assert bad.rc != 0 and "password authentication failed" in bad.stderr, bad.stderr
-    rewind = host.run(
-        "PGPASSWORD=%s runuser -u postgres -- psql -X -At %s -c 'SELECT current_user'",
-        secrets["vault_rewind_password"],
-        f"host={primary} user=rewind dbname=postgres passfile=/dev/null {VERIFIED}",
-    )
-    assert rewind.rc == 0 and rewind.stdout.strip() == "rewind", rewind.stderr
-    kv = host.run(
-        "PGPASSWORD=%s psql -X -At %s -c 'SELECT current_user'",
-        secrets["vault_kv_db_password"],
-        f"host={primary} user=kv dbname=kv passfile=/dev/null {VERIFIED}",
-    )
-    assert kv.rc != 0 and "no pg_hba.conf entry" in kv.stderr, kv.stderr
+    for name in sorted(set(members) - {leader}):
+        standby = peer(host, name)
+        ok = standby.run(
+            "PGPASSWORD=%s runuser -u postgres -- psql -X -At %s -c IDENTIFY_SYSTEM",
+            secrets["vault_replication_password"],
+            f"host={primary} user=replicator dbname=replication replication=true"
+            f" passfile=/dev/null {VERIFIED}",
+        )
+        assert ok.rc == 0, (name, ok.stderr)
+        bad = standby.run(
+            "PGPASSWORD=wrong runuser -u postgres -- psql -X -At %s -c IDENTIFY_SYSTEM",
+            f"host={primary} user=replicator dbname=replication replication=true"
+            f" passfile=/dev/null {VERIFIED}",
+        )
+        assert bad.rc != 0 and "password authentication failed" in bad.stderr, (name, bad.stderr)
+        rewind = standby.run(
+            "PGPASSWORD=%s runuser -u postgres -- psql -X -At %s -c 'SELECT current_user'",
+            secrets["vault_rewind_password"],
+            f"host={primary} user=rewind dbname=postgres passfile=/dev/null {VERIFIED}",
+        )
+        assert rewind.rc == 0 and rewind.stdout.strip() == "rewind", (name, rewind.stderr)
+        kv = standby.run(
+            "PGPASSWORD=%s psql -X -At %s -c 'SELECT current_user'",
+            secrets["vault_kv_db_password"],
+            f"host={primary} user=kv dbname=kv passfile=/dev/null {VERIFIED}",
+        )
+        assert kv.rc != 0 and "no pg_hba.conf entry" in kv.stderr, (name, kv.stderr)
 
 
 def test_exporter_logs_in_with_the_inventory_password(host):
