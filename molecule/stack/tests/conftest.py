@@ -7,6 +7,7 @@ command."""
 import json
 
 import testinfra.utils.ansible_runner as ansible_runner
+from testinfra.host import Host
 
 _inventory = ansible_runner.get_ansible_inventory
 
@@ -37,7 +38,7 @@ def pytest_configure(config):
 def _applies(item) -> bool:
     params = getattr(getattr(item, "callspec", None), "params", {})
     host = params.get("_testinfra_host")
-    if host is None:
+    if not isinstance(host, Host):  # not a host's check (or its collection failed: reported)
         return True
     variables = host.ansible.get_variables()
     for marker in item.iter_markers("only_groups"):
