@@ -4,9 +4,11 @@ Static checks (always): valid JSON, every PromQL expression parses (promtool che
 generated rules file, one recording rule per expression: promtool has no bare PromQL parser),
 no ${DS_...} import placeholders, every datasource is the provisioned one (by uid).
 
-Live check (when KV_PROMETHEUS_URL points at the lab's Prometheus, after some traffic): every
-expression returns data, so that no panel shows "No data". Without the URL it is skipped, with the
-reason, never passed.
+Live check (when KV_PROMETHEUS_URL points at the lab's Prometheus): every expression returns
+data, so that no panel shows "No data". The panels' rates look back 2 minutes, so the check first
+sends its own traffic through the lab's balancer (writes, reads at every level, a listing) for a
+bounded time that spans several scrapes, rather than relying on what ran before. Without the URL
+it is skipped, with the reason, never passed.
 """
 
 import json
@@ -15,6 +17,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -173,14 +176,52 @@ def has_data(data):
     return bool(result)
 
 
+# Traffic before the live check: long enough for Prometheus (15 s scrapes) to see every request
+# counter and histogram move within the panels' 2-minute rate window; bounded in time and count.
+TRAFFIC_SECONDS = 35
+TRAFFIC_MAX_ROUNDS = 400
+
+
+@pytest.fixture(scope="module")
+def recent_traffic():
+    """Writes, reads at every consistency level and a listing through the lab's balancer."""
+    from tests.stack.harness import Lab
+
+    lab = Lab.from_repo()
+    session = lab.session()
+    deadline = time.monotonic() + TRAFFIC_SECONDS
+    answered = 0
+    for n in range(TRAFFIC_MAX_ROUNDS):
+        if time.monotonic() > deadline:
+            break
+        key = f"dashboards-{n % 10}"
+        calls = [
+            ("put", {"w": "quorum"}, {"value": {"n": n}}),
+            ("get", {"r": "quorum"}, None),
+            ("get", {"r": "one"}, None),
+            ("get", {"r": "primary"}, None),
+        ]
+        for method, params, body in calls:
+            r = session.request(method, f"{lab.base}/api/kv/{key}", params=params, json=body,
+                                timeout=10)
+            answered += r.status_code < 300
+        r = session.get(f"{lab.base}/api/kv/", params={"prefix": "dashboards-"}, timeout=10)
+        answered += r.status_code < 300
+        time.sleep(0.2)
+    assert answered, "the lab answered none of the dashboards' traffic"
+    time.sleep(16)  # one more scrape after the last request
+    return answered
+
+
 @pytest.mark.lab  # the lab's Prometheus: `make test-stack` runs these after the stack tests
 @pytest.mark.parametrize(("ident", "expr"), ALL_EXPRESSIONS, ids=[i for i, _ in ALL_EXPRESSIONS])
-def test_expression_returns_data_from_live_prometheus(ident, expr):
+def test_expression_returns_data_from_live_prometheus(ident, expr, request):
     if not PROMETHEUS_URL:
         pytest.skip(
             "KV_PROMETHEUS_URL is not set: no live Prometheus to evaluate dashboard queries "
-            "against (the stack tests set it to the lab's Prometheus after sending traffic)"
+            "against (make test-stack sets it to the lab's Prometheus)"
         )
+    request.getfixturevalue("recent_traffic")
     answer = query(expr)
     assert answer["status"] == "success", answer
     assert has_data(answer["data"]), (
