@@ -5,7 +5,7 @@ rendered output with the filter is checked by the template tests and the lab's c
 import pytest
 from ansible.errors import AnsibleFilterError
 from jinja2 import Environment, StrictUndefined
-from kv_hosts import FilterModule, hosts_without_address, internal_address
+from kv_hosts import FilterModule, hosts_without_address, internal_address, valid_ports
 
 FACTS = {"default_ipv4": {"address": "10.0.0.7", "interface": "eth0"}}
 HOSTVARS = {
@@ -75,3 +75,25 @@ def test_in_a_template():
         "{{ hosts | hosts_without_address(hostvars) | join(',') }}")
     rendered = template.render(hosts=["set", "facts", "v6"], hostvars=HOSTVARS)
     assert rendered == "172.30.99.21,10.0.0.7,fd00::5;192.0.2.9;"
+
+
+@pytest.mark.parametrize("ports", [[8000], [8000, 8001, 8002], ["8000", 8001], (1, 65535)])
+def test_valid_ports(ports):
+    assert valid_ports(ports)
+
+
+@pytest.mark.parametrize("ports", [
+    [], None, 8000, "8000", {"a": 8000}, [8000, 8000], [8000, "8000"], [0], [65536], [-1],
+    ["80a"], [8000.5], [True], [None],
+])
+def test_invalid_ports(ports):
+    assert not valid_ports(ports)
+
+
+def test_valid_ports_with_a_floor():
+    assert valid_ports([1024, 8000], 1024)
+    assert not valid_ports([80, 8000], 1024)
+    env = Environment()
+    env.filters.update(FilterModule().filters())
+    assert env.from_string("{{ [80] | valid_ports }} {{ [80] | valid_ports(1024) }}").render() \
+        == "True False"

@@ -7,6 +7,9 @@ out the fallback themselves:
     {{ h | internal_address(hostvars, 'pgbackrest_address') }}  that variable of h first
     {{ groups['app'] | hosts_without_address(hostvars) }}       the hosts that have neither
                                                                 (for the preflights)
+    {{ ports | valid_ports }}, {{ ports | valid_ports(1024) }}  a non-empty list of distinct
+                                                                TCP ports (from 1, or the floor
+                                                                given) for the preflights
 """
 
 from collections.abc import Iterable, Mapping
@@ -54,9 +57,27 @@ def hosts_without_address(hosts: Iterable[str], hostvars: Mapping) -> list[str]:
     return [h for h in hosts if _lookup(h, hostvars, None) is _MISSING]
 
 
+def valid_ports(value: Any, low: int = 1) -> bool:
+    """True for a non-empty list of distinct ports low..65535, each an int or a string of
+    digits (as an inventory or --extra-vars gives them); False for anything else."""
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
+        return False
+    ports = []
+    for item in value:
+        if isinstance(item, bool):
+            return False
+        if isinstance(item, str) and item.isdigit():
+            item = int(item)
+        if not isinstance(item, int) or not low <= item <= 65535:
+            return False
+        ports.append(item)
+    return len(ports) > 0 and len(set(ports)) == len(ports)
+
+
 class FilterModule:
-    """internal_address, hosts_without_address."""
+    """internal_address, hosts_without_address, valid_ports."""
 
     def filters(self) -> dict:
         return {"internal_address": internal_address,
-                "hosts_without_address": hosts_without_address}
+                "hosts_without_address": hosts_without_address,
+                "valid_ports": valid_ports}
